@@ -1,0 +1,1 @@
+"""Private voice assistant for a home server: WebRTC, Pipecat, Ollama and Speaches."""

@@ -1,0 +1,110 @@
+"""Builds one conversation's Pipecat pipeline from the settings.
+
+transport in → STT → user aggregator (VAD + turn detection) → LLM → TTS → transport out
+→ assistant aggregator. Each call makes fresh services and a fresh context, so
+sessions share nothing.
+"""
+
+from __future__ import annotations
+
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMContextAggregatorPair,
+    LLMUserAggregatorParams,
+)
+from pipecat.services.ollama.llm import OLLamaLLMService
+from pipecat.services.openai.stt import OpenAISTTService
+from pipecat.transcriptions.language import Language
+from pipecat.transports.base_transport import TransportParams
+from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
+from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
+from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
+from pipecat.turns.user_turn_strategies import UserTurnStrategies
+
+from agent.config import Settings
+from agent.speech import SpeachesTTSService
+
+AUDIO_IN_SAMPLE_RATE = 16000  # what Whisper wants
+AUDIO_OUT_SAMPLE_RATE = 24000  # Kokoro's own rate; Speaches resamples other voices to it
+
+# Neither backend checks a key unless configured to; the OpenAI client insists on one.
+UNUSED_API_KEY = "not-needed"
+
+
+def _turn_strategies(settings: Settings) -> UserTurnStrategies:
+    if settings.turn_detection == "smart-turn":
+        return UserTurnStrategies()  # Pipecat's default: the local Smart Turn v3 model
+    return UserTurnStrategies(
+        stop=[SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=settings.turn_silence_secs)]
+    )
+
+
+def build_worker(
+    connection: SmallWebRTCConnection, settings: Settings
+) -> tuple[PipelineWorker, SmallWebRTCTransport, LLMContext]:
+    transport = SmallWebRTCTransport(
+        webrtc_connection=connection,
+        params=TransportParams(audio_in_enabled=True, audio_out_enabled=True),
+    )
+    stt = OpenAISTTService(
+        api_key=UNUSED_API_KEY,
+        base_url=f"{settings.speaches_base_url}/v1",
+        settings=OpenAISTTService.Settings(
+            model=settings.stt_model, language=Language(settings.language)
+        ),
+    )
+    llm = OLLamaLLMService(
+        base_url=f"{settings.ollama_base_url}/v1",
+        settings=OLLamaLLMService.Settings(
+            model=settings.ollama_model, system_instruction=settings.system_prompt
+        ),
+    )
+    tts = SpeachesTTSService(
+        api_key=UNUSED_API_KEY,
+        base_url=f"{settings.speaches_base_url}/v1",
+        sample_rate=AUDIO_OUT_SAMPLE_RATE,
+        settings=SpeachesTTSService.Settings(
+            model=settings.tts_model, voice=settings.tts_voice, speed=settings.tts_speed
+        ),
+    )
+    context = LLMContext()
+    aggregators = LLMContextAggregatorPair(
+        context,
+        user_params=LLMUserAggregatorParams(
+            vad_analyzer=SileroVADAnalyzer(
+                params=VADParams(
+                    confidence=settings.vad_confidence,
+                    start_secs=settings.vad_start_secs,
+                    stop_secs=settings.vad_stop_secs,
+                    min_volume=settings.vad_min_volume,
+                )
+            ),
+            user_turn_strategies=_turn_strategies(settings),
+        ),
+    )
+    pipeline = Pipeline(
+        [
+            transport.input(),
+            stt,
+            aggregators.user(),
+            llm,
+            tts,
+            transport.output(),
+            aggregators.assistant(),
+        ]
+    )
+    worker = PipelineWorker(
+        pipeline,
+        params=PipelineParams(
+            audio_in_sample_rate=AUDIO_IN_SAMPLE_RATE,
+            audio_out_sample_rate=AUDIO_OUT_SAMPLE_RATE,
+            enable_metrics=True,
+            enable_usage_metrics=True,
+        ),
+        idle_timeout_secs=settings.session_idle_timeout_secs,
+    )
+    return worker, transport, context

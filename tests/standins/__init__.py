@@ -1,0 +1,1 @@
+"""Stand-in backends (Speaches, Ollama) used by the test suite."""
