@@ -46,6 +46,7 @@ class Settings:
     log_format: str
     ice_servers: tuple[str, ...]
     webrtc_host_addresses: tuple[str, ...]
+    connect_timeout_secs: float
     vad_confidence: float
     vad_start_secs: float
     vad_stop_secs: float
@@ -244,6 +245,13 @@ VARIABLES: tuple[Variable, ...] = (
         "",
         _ip_addresses,
         "IP addresses offered to browsers for audio; empty offers every interface's.",
+    ),
+    Variable(
+        "WEBRTC_CONNECT_TIMEOUT_SECS",
+        "connect_timeout_secs",
+        "30",
+        _float_range(1, 600),
+        "A browser that has not connected this long after its offer is let go.",
     ),
     Variable(
         "VAD_CONFIDENCE",

@@ -29,8 +29,9 @@ from agent.pipeline import build_worker
 
 log = structlog.get_logger("sessions")
 
-# A browser that got an answer but never connects (ICE failed, tab closed) is let go.
-CONNECT_TIMEOUT_SECS = 30.0
+
+# Closing a peer connection is quick; one that hangs must not keep the session's slot.
+CLOSE_TIMEOUT_SECS = 5.0
 
 
 class SessionsFull(Exception):
@@ -118,8 +119,13 @@ class SessionManager:
         )
 
     async def _start(self, sdp: str, sdp_type: str) -> dict[str, str]:
+        if not any(line.startswith("m=audio ") for line in sdp.splitlines()):
+            raise InvalidOffer("the offer has no audio track; the page must send the microphone")
         connection = SmallWebRTCConnection(
-            ice_servers=list(self._settings.ice_servers), connection_timeout_secs=30
+            ice_servers=list(self._settings.ice_servers),
+            # Pipecat's own connecting-state timeout cancels itself halfway through closing
+            # the peer connection, after which close() never returns; ours acts first.
+            connection_timeout_secs=round(self._settings.connect_timeout_secs) + 60,
         )
         try:
             await connection.initialize(sdp=sdp, type=sdp_type)
@@ -211,9 +217,11 @@ class SessionManager:
 
     async def _expect_connection(self, session: Session) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(session.connected.wait(), CONNECT_TIMEOUT_SECS)
+            await asyncio.wait_for(session.connected.wait(), self._settings.connect_timeout_secs)
             return
-        await self._end(session, f"browser did not connect within {CONNECT_TIMEOUT_SECS:g}s")
+        await self._end(
+            session, f"browser did not connect within {self._settings.connect_timeout_secs:g}s"
+        )
 
     async def _end(self, session: Session, reason: str) -> None:
         if session.pc_id not in self._sessions or session.worker.has_finished():
@@ -227,7 +235,12 @@ class SessionManager:
         for task in session.tasks:
             if task is not asyncio.current_task():
                 task.cancel()
-        await session.connection.disconnect()
+        try:
+            await asyncio.wait_for(session.connection.disconnect(), CLOSE_TIMEOUT_SECS)
+        except TimeoutError:
+            log.warning("connection did not close in time", session=session.pc_id)
+        except Exception:
+            log.exception("error while closing the connection", session=session.pc_id)
         log.info(
             "session ended",
             session=session.pc_id,

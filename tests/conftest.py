@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -50,9 +51,18 @@ class AgentProcess:
     process: subprocess.Popen[str]
     base_url: str
     log_lines: list[str] = field(default_factory=list)
+    new_line: threading.Condition = field(default_factory=threading.Condition)
 
-    def log_events(self, event: str) -> list[str]:
-        return [line for line in self.log_lines if f'"event": "{event}"' in line]
+    def log_events(self, event: str) -> list[dict]:
+        marker = f'"event": "{event}"'
+        return [json.loads(line) for line in self.log_lines if marker in line]
+
+    def wait_for_log(self, event: str, count: int = 1, timeout: float = 30.0) -> list[dict]:
+        """Block until the agent has logged ``event`` at least ``count`` times."""
+        with self.new_line:
+            if not self.new_line.wait_for(lambda: len(self.log_events(event)) >= count, timeout):
+                raise TimeoutError(f"the agent did not log {event!r} {count} times")
+        return self.log_events(event)
 
 
 def agent_env(speaches: str, ollama: str, **overrides: str) -> dict[str, str]:
@@ -88,10 +98,16 @@ def run_agent(env: dict[str, str], ready: bool = True, timeout: float = 60.0):
     )
     agent = AgentProcess(process, f"http://127.0.0.1:{env['AGENT_PORT']}")
 
+    ARTIFACTS.mkdir(exist_ok=True)
+    log_path = ARTIFACTS / f"agent-{env['AGENT_PORT']}.log"
+
     def collect() -> None:
-        for line in process.stderr:
-            agent.log_lines.append(line)
-            sys.stderr.write(line)
+        with log_path.open("w") as log_file:
+            for line in process.stderr:
+                log_file.write(line)
+                with agent.new_line:
+                    agent.log_lines.append(line)
+                    agent.new_line.notify_all()
 
     reader = threading.Thread(target=collect, daemon=True)
     reader.start()

@@ -72,6 +72,7 @@ VALID = {
     "LOG_FORMAT": _one_of("auto", "console", "json"),
     "ICE_SERVERS": _ice,
     "WEBRTC_HOST_ADDRESSES": _addresses,
+    "WEBRTC_CONNECT_TIMEOUT_SECS": _number(1, 600),
     "VAD_CONFIDENCE": _number(0, 1),
     "VAD_START_SECS": _number(0, 2),
     "VAD_STOP_SECS": _number(0, 2),

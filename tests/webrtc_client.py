@@ -24,6 +24,7 @@ from av import AudioFrame
 SAMPLE_RATE = 48000
 FRAME_SAMPLES = 960  # 20 ms
 RTVI_VERSION = "2.2.0"
+CLIENT_READY = {"version": RTVI_VERSION, "about": {"library": "tests"}}
 
 
 def loopback_only() -> None:
@@ -97,8 +98,11 @@ class Recording:
 
 
 class VoiceClient:
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, data_channel: bool = True, video: str | None = None) -> None:
         self.base_url = base_url
+        self._want_channel = data_channel
+        self._video = video  # direction of an extra video transceiver, as browsers may add
+        self.channel = None
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.microphone = Microphone()
         self.recording = Recording()
@@ -106,30 +110,26 @@ class VoiceClient:
         self.pc_id: str | None = None
         self._new_message = asyncio.Condition()
         self._new_audio = asyncio.Condition()
+        self._state_changed = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def connect(self) -> dict[str, Any]:
         """Offer, get the answer, and start recording; returns the answer."""
         self.pc.addTransceiver(self.microphone, direction="sendrecv")
-        channel = self.pc.createDataChannel("rtvi")
+        if self._video:
+            self.pc.addTransceiver("video", direction=self._video)
+        if self._want_channel:
+            self.channel = self.pc.createDataChannel("rtvi")
+            self.channel.on("open", lambda: self.send_rtvi("client-ready", CLIENT_READY))
 
-        @channel.on("open")
-        def on_open() -> None:
-            channel.send(
-                json.dumps(
-                    {
-                        "label": "rtvi-ai",
-                        "type": "client-ready",
-                        "id": uuid.uuid4().hex[:8],
-                        "data": {"version": RTVI_VERSION, "about": {"library": "tests"}},
-                    }
-                )
-            )
+            @self.channel.on("message")
+            def on_message(raw: str) -> None:
+                self.messages.append(json.loads(raw))
+                self._tasks.append(asyncio.ensure_future(self._notify(self._new_message)))
 
-        @channel.on("message")
-        def on_message(raw: str) -> None:
-            self.messages.append(json.loads(raw))
-            self._tasks.append(asyncio.ensure_future(self._notify()))
+        @self.pc.on("connectionstatechange")
+        def on_state() -> None:
+            self._tasks.append(asyncio.ensure_future(self._notify(self._state_changed)))
 
         @self.pc.on("track")
         def on_track(track) -> None:
@@ -147,9 +147,15 @@ class VoiceClient:
         await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
         return answer
 
-    async def _notify(self) -> None:
-        async with self._new_message:
-            self._new_message.notify_all()
+    def send_rtvi(self, kind: str, data: dict[str, Any]) -> None:
+        assert self.channel is not None, "this client has no data channel"
+        message = {"label": "rtvi-ai", "type": kind, "id": uuid.uuid4().hex[:8], "data": data}
+        self.channel.send(json.dumps(message))
+
+    @staticmethod
+    async def _notify(condition: asyncio.Condition) -> None:
+        async with condition:
+            condition.notify_all()
 
     async def wait_for_message(self, predicate, timeout: float = 30.0) -> dict[str, Any]:
         async def find():
@@ -176,8 +182,25 @@ class VoiceClient:
             if frame.sample_rate != SAMPLE_RATE:
                 mono = resample(mono, frame.sample_rate, SAMPLE_RATE)
             self.recording.frames.append((time.time(), mono.astype(np.int16)))
-            async with self._new_audio:
-                self._new_audio.notify_all()
+            await self._notify(self._new_audio)
+
+    async def wait_connected(self, timeout: float = 20.0) -> None:
+        async with self._state_changed:
+            await asyncio.wait_for(
+                self._state_changed.wait_for(lambda: self.pc.connectionState == "connected"),
+                timeout,
+            )
+
+    async def wait_for_sound(self, after: float, timeout: float = 30.0) -> float:
+        """Wait for received audio louder than silence after wall time ``after``."""
+        async with self._new_audio:
+            await asyncio.wait_for(
+                self._new_audio.wait_for(lambda: self.recording.first_sound_after(after)),
+                timeout,
+            )
+        onset = self.recording.first_sound_after(after)
+        assert onset is not None
+        return onset
 
     async def wait_for_silence_after_speech(
         self, start: float, quiet_secs: float = 1.5, timeout: float = 60.0

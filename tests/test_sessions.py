@@ -1,0 +1,162 @@
+"""Sessions over real WebRTC: each offer gets its own conversation, a greeting, and is
+released however it ends. The agent is a real process; the client is aiortc on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import AgentProcess, agent_env, run_agent
+from tests.webrtc_client import VoiceClient, loopback_only
+
+pytestmark = pytest.mark.voice
+
+PROPERTY = settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+def is_type(kind: str):
+    return lambda message: message.get("type") == kind
+
+
+async def active_sessions(base_url: str) -> int:
+    async with httpx.AsyncClient() as http:
+        return (await http.get(f"{base_url}/health")).json()["sessions"]["active"]
+
+
+async def wait_for_active(base_url: str, count: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (active := await active_sessions(base_url)) != count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{active} sessions active, expected {count}")
+        await asyncio.sleep(0.05)  # polling the agent's /health until it changes
+
+
+async def chat_log(ollama_url: str) -> list[dict]:
+    async with httpx.AsyncClient() as http:
+        return (await http.get(f"{ollama_url}/_standin/requests")).json()["chat"]
+
+
+def send_text(client: VoiceClient, text: str) -> None:
+    client.send_rtvi("send-text", {"content": text, "options": {"run_immediately": True}})
+
+
+@pytest.fixture(autouse=True)
+def _loopback() -> None:
+    loopback_only()
+
+
+@PROPERTY
+@given(
+    data_channel=st.booleans(),
+    video=st.sampled_from([None, "recvonly", "sendrecv", "inactive"]),
+    hang_up=st.sampled_from(["at-once", "mid-greeting", "after-greeting", "channel-first"]),
+    linger=st.floats(0, 0.3),
+)
+async def test_any_valid_offer_gets_a_session_a_greeting_and_is_released(
+    agent: AgentProcess,
+    ollama_url: str,
+    data_channel: bool,
+    video: str | None,
+    hang_up: str,
+    linger: float,
+) -> None:
+    seen_pc_ids = agent.__dict__.setdefault("seen_pc_ids", set())
+    requests_before = len(await chat_log(ollama_url))
+    client = VoiceClient(agent.base_url, data_channel=data_channel, video=video)
+    connected_at = time.time()
+    try:
+        answer = await client.connect()
+        assert answer["type"] == "answer"
+        assert "m=audio" in answer["sdp"]
+        assert answer["pc_id"] not in seen_pc_ids
+        seen_pc_ids.add(answer["pc_id"])
+        assert await active_sessions(agent.base_url) == 1
+        await client.wait_connected()
+        if hang_up != "at-once":
+            await client.wait_for_sound(after=connected_at, timeout=30)  # the greeting
+        if hang_up == "after-greeting" and data_channel:
+            await client.wait_for_message(is_type("bot-stopped-speaking"))
+        await asyncio.sleep(linger)  # hang up at a varying moment, not a wait for anything
+        if hang_up == "channel-first" and client.channel:
+            client.channel.close()
+    finally:
+        await client.close()
+    await wait_for_active(agent.base_url, 0)
+    if hang_up != "at-once":
+        greeting_requests = (await chat_log(ollama_url))[requests_before:]
+        assert len(greeting_requests) == 1
+        roles = [message["role"] for message in greeting_requests[0]["messages"]]
+        assert roles == ["system"], "a new session must start from an empty conversation"
+
+
+async def test_sessions_at_the_same_time_do_not_share_a_conversation(
+    agent: AgentProcess, ollama_url: str
+) -> None:
+    clients = [VoiceClient(agent.base_url) for _ in range(2)]
+    try:
+        for client in clients:
+            await client.connect()
+        for client in clients:
+            await client.wait_for_message(is_type("bot-stopped-speaking"), timeout=30)
+        for index, client in enumerate(clients):
+            send_text(client, f"my favourite number is {index + 7}")
+        replies = [
+            await client.wait_for_message(
+                lambda m: m.get("type") == "bot-transcription" and "said" in m["data"]["text"],
+                timeout=30,
+            )
+            for client in clients
+        ]
+    finally:
+        for client in clients:
+            await client.close()
+    for index, reply in enumerate(replies):
+        text = reply["data"]["text"]
+        assert f"number is {index + 7}" in text
+        assert "Before that" not in text, "the other session's words leaked in"
+    await wait_for_active(agent.base_url, 0)
+
+
+async def test_a_browser_that_never_connects_is_let_go(speaches_url: str, ollama_url: str):
+    env = agent_env(speaches_url, ollama_url, WEBRTC_CONNECT_TIMEOUT_SECS="2")
+    with run_agent(env) as agent:
+        client = VoiceClient(agent.base_url)
+        await client.connect()
+        await client.pc.close()  # before ICE is up: the agent hears nothing more from it
+        await wait_for_active(agent.base_url, 0, timeout=15)
+        ended = await asyncio.to_thread(agent.wait_for_log, "session ended")
+        assert ended[-1]["reason"] == "browser did not connect within 2s"
+
+
+async def test_a_full_house_is_told_in_words_and_frees_up(speaches_url: str, ollama_url: str):
+    with run_agent(agent_env(speaches_url, ollama_url, MAX_SESSIONS="2")) as agent:
+        clients = [VoiceClient(agent.base_url) for _ in range(2)]
+        for client in clients:
+            await client.connect()
+            await client.wait_connected()
+        # A third visitor's offer (any well-formed one: the limit is checked first).
+        offer = {"sdp": clients[0].pc.localDescription.sdp, "type": "offer"}
+        async with httpx.AsyncClient() as http:
+            response = await http.post(f"{agent.base_url}/api/offer", json=offer)
+        assert response.status_code == 503
+        assert response.json()["code"] == "full"
+        assert "busy with 2 other conversations" in response.json()["error"]
+        for client in clients:
+            await client.close()
+        await wait_for_active(agent.base_url, 0)
+        late = VoiceClient(agent.base_url)
+        try:
+            assert (await late.connect())["type"] == "answer"
+            await late.wait_for_sound(after=time.time() - 1)  # its greeting
+        finally:
+            await late.close()
+        await wait_for_active(agent.base_url, 0)
