@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import signal
 import sys
 import urllib.error
 import urllib.request
@@ -15,41 +17,71 @@ from loguru import logger as loguru_logger
 from agent.config import ConfigError, Settings, load_settings, read_env_file
 from agent.ice import offer_only
 from agent.logs import configure_logging
+from agent.tls import ensure_certificate, fingerprint, server_context
 
 
 def serve(settings: Settings) -> int:
+    offer_only(settings.webrtc_host_addresses)
+    asyncio.run(_serve(settings))  # SIGINT and SIGTERM end it cleanly
+    return 0
+
+
+async def _serve(settings: Settings) -> None:
     from agent.server import create_app  # imports Pipecat: only when serving
 
-    offer_only(settings.webrtc_host_addresses)
     log = structlog.get_logger("agent")
-    log.info(
-        "starting",
-        url=f"http://{settings.host}:{settings.port}/",
-        ollama=settings.ollama_base_url,
-        speaches=settings.speaches_base_url,
-        max_sessions=settings.max_sessions,
-    )
+    runner = web.AppRunner(create_app(settings), access_log=None, shutdown_timeout=5)
+    await runner.setup()
+    if settings.https:
+        certificate = ensure_certificate(settings.tls_dir)
+        sites = [
+            web.TCPSite(
+                runner, settings.host, settings.port, ssl_context=server_context(certificate)
+            ),
+            web.TCPSite(runner, "127.0.0.1", settings.http_port),
+        ]
+        urls = [
+            _url("https", settings.host, settings.port),
+            _url("http", "127.0.0.1", settings.http_port),
+        ]
+        log.info("certificate", fingerprint_sha256=fingerprint(certificate.cert_path))
+    else:
+        sites = [web.TCPSite(runner, settings.host, settings.port)]
+        urls = [_url("http", settings.host, settings.port)]
+    try:
+        for site in sites:
+            await site.start()
+        log.info(
+            "listening",
+            urls=urls,
+            ollama=settings.ollama_base_url,
+            speaches=settings.speaches_base_url,
+            max_sessions=settings.max_sessions,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signal_number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signal_number, stop.set)
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await runner.cleanup()
 
-    def announce(_text: str) -> None:
-        log.info("listening", host=settings.host, port=settings.port)
-        sys.stdout.flush()
 
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        print=announce,
-        access_log=None,
-        shutdown_timeout=5,
-    )
-    return 0
+def _url(scheme: str, host: str, port: int) -> str:
+    shown = "<this machine>" if host in ("0.0.0.0", "::") else host
+    return f"{scheme}://{shown}:{port}/"
 
 
 def healthcheck(settings: Settings) -> int:
     """Exit 0 when the agent on this machine answers /health with 200 (for containers)."""
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    if settings.https:
+        url = f"http://127.0.0.1:{settings.http_port}/health"
+    else:
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+        url = f"http://{host}:{settings.port}/health"
     try:
-        with urllib.request.urlopen(f"http://{host}:{settings.port}/health", timeout=5) as reply:
+        with urllib.request.urlopen(url, timeout=5) as reply:
             return 0 if reply.status == 200 else 1
     except (urllib.error.URLError, OSError) as error:
         print(f"unhealthy: {error}", file=sys.stderr)

@@ -53,6 +53,10 @@ class BackendState:
     error: str | None = None
     warm: bool = True  # backends that need no warm-up are always warm
 
+    def answered(self) -> None:
+        """The backend just answered a request: it is reachable, whatever went before."""
+        self.reachable, self.error = True, None
+
     @property
     def ready(self) -> bool:
         return (

@@ -13,6 +13,7 @@ import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -54,6 +55,25 @@ class Settings:
     turn_detection: str
     turn_silence_secs: float
     backend_retry_max_secs: float
+    tls: str
+    tls_dir: Path
+    http_port: int
+
+    @property
+    def https(self) -> bool:
+        """Whether the page is served over HTTPS (with plain HTTP kept on 127.0.0.1)."""
+        if self.tls == "auto":
+            return not _is_loopback(self.host)
+        return self.tls == "on"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 # --- parsers: each takes the raw string and returns the value or raises ValueError(allowed)
@@ -151,6 +171,10 @@ def _language(raw: str) -> str:
         return Language(raw.strip()).value
     except ValueError:
         raise ValueError("a language code such as en, de, fr or es") from None
+
+
+def _path(raw: str) -> Path:
+    return Path(_text(raw))
 
 
 def _log_level(raw: str) -> str:
@@ -303,6 +327,27 @@ VARIABLES: tuple[Variable, ...] = (
         _float_range(0.1, 600),
         "Longest wait between tries to reach Ollama or Speaches.",
     ),
+    Variable(
+        "TLS",
+        "tls",
+        "auto",
+        _choice("auto", "on", "off"),
+        "HTTPS for the page: auto (on unless AGENT_HOST is a loopback address), on or off.",
+    ),
+    Variable(
+        "TLS_DIR",
+        "tls_dir",
+        "./data/tls",
+        _path,
+        "Your cert.pem and key.pem, or where a self-signed pair is made on first start.",
+    ),
+    Variable(
+        "AGENT_HTTP_PORT",
+        "http_port",
+        "7861",
+        _int_range(1, 65535),
+        "With HTTPS on: plain HTTP on 127.0.0.1 at this port (development, health checks).",
+    ),
 )
 
 assert {v.field for v in VARIABLES} == {f.name for f in fields(Settings)}
@@ -323,7 +368,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[variable.field] = variable.parse(raw)
         except ValueError as error:
             raise ConfigError(f"{variable.env}={raw!r} is not valid: expected {error}.") from None
-    return Settings(**values)
+    settings = Settings(**values)
+    if settings.https and settings.http_port == settings.port:
+        raise ConfigError(
+            f"AGENT_HTTP_PORT={settings.http_port} is not valid: expected a port other than "
+            f"AGENT_PORT ({settings.port}), since HTTPS is on."
+        )
+    return settings
 
 
 def read_env_file(path: str) -> dict[str, str]:

@@ -45,6 +45,7 @@ class OllamaModels:
     async def is_installed(self) -> bool:
         response = await self._client.get("/api/tags")
         response.raise_for_status()
+        self.state.answered()
         names = [entry.get("name", "") for entry in response.json().get("models", [])]
         installed = any(_same_model(self._model, name) for name in names)
         self._model_state.installed = installed

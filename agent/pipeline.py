@@ -22,11 +22,11 @@ from pipecat.transcriptions.language import Language
 from pipecat.transports.base_transport import TransportParams
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
-from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from agent.config import Settings
 from agent.speech import SpeachesTTSService
+from agent.turns import WholeSentenceStopStrategy
 
 AUDIO_IN_SAMPLE_RATE = 16000  # what Whisper wants
 AUDIO_OUT_SAMPLE_RATE = 24000  # Kokoro's own rate; Speaches resamples other voices to it
@@ -39,7 +39,7 @@ def _turn_strategies(settings: Settings) -> UserTurnStrategies:
     if settings.turn_detection == "smart-turn":
         return UserTurnStrategies()  # Pipecat's default: the local Smart Turn v3 model
     return UserTurnStrategies(
-        stop=[SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=settings.turn_silence_secs)]
+        stop=[WholeSentenceStopStrategy(user_speech_timeout=settings.turn_silence_secs)]
     )
 
 

@@ -119,11 +119,13 @@ async def post_offer(request: web.Request) -> web.Response:
     try:
         answer = await sessions.offer(sdp, sdp_type, pc_id=pc_id, restart_pc=restart_pc)
     except SessionsFull:
-        others = "another conversation" if sessions.limit == 1 else "other conversations"
+        others = (
+            "another conversation"
+            if sessions.limit == 1
+            else f"{sessions.limit} other conversations"
+        )
         return json_error(
-            503,
-            "full",
-            f"The assistant is busy with {sessions.limit} {others}; try again in a moment.",
+            503, "full", f"The assistant is busy with {others}; try again in a moment."
         )
     except UnknownSession:
         return json_error(404, "unknown_session", "That conversation has ended; start a new one.")

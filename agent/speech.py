@@ -79,6 +79,7 @@ class SpeachesModels:
         else:
             response.raise_for_status()
             installed = True
+        self.state.answered()
         self.state.models[model_id].installed = installed
         return installed
 

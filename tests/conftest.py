@@ -50,6 +50,7 @@ def ollama_url() -> Iterator[str]:
 class AgentProcess:
     process: subprocess.Popen[str]
     base_url: str
+    local_url: str  # plain HTTP on 127.0.0.1: the same as base_url unless HTTPS is on
     log_lines: list[str] = field(default_factory=list)
     new_line: threading.Condition = field(default_factory=threading.Condition)
 
@@ -96,7 +97,10 @@ def run_agent(env: dict[str, str], ready: bool = True, timeout: float = 60.0):
         stdout=subprocess.DEVNULL,
         text=True,
     )
-    agent = AgentProcess(process, f"http://127.0.0.1:{env['AGENT_PORT']}")
+    https = env.get("TLS") == "on"
+    base_url = f"{'https' if https else 'http'}://127.0.0.1:{env['AGENT_PORT']}"
+    local_url = f"http://127.0.0.1:{env['AGENT_HTTP_PORT']}" if https else base_url
+    agent = AgentProcess(process, base_url, local_url)
 
     ARTIFACTS.mkdir(exist_ok=True)
     log_path = ARTIFACTS / f"agent-{env['AGENT_PORT']}.log"
@@ -126,7 +130,7 @@ def wait_for_health(agent: AgentProcess, want_ready: bool, timeout: float) -> ht
         if agent.process.poll() is not None:
             raise RuntimeError(f"the agent exited: {''.join(agent.log_lines[-20:])}")
         try:
-            response = httpx.get(f"{agent.base_url}/health", timeout=2)
+            response = httpx.get(f"{agent.local_url}/health", timeout=2)
             last = response.status_code
             if response.status_code == 200 or not want_ready:
                 return response

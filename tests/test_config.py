@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from agent.config import VARIABLES, ConfigError, load_settings, read_env_file
@@ -80,6 +81,9 @@ VALID = {
     "TURN_DETECTION": _one_of("silence", "smart-turn"),
     "TURN_SILENCE_SECS": _number(0, 5),
     "BACKEND_RETRY_MAX_SECS": _number(0.1, 600),
+    "TLS": _one_of("auto", "on", "off"),
+    "TLS_DIR": _text().map(lambda pair: (pair[0], Path(pair[1]))),
+    "AGENT_HTTP_PORT": _whole(1, 65535),
 }
 
 INVALID = {
@@ -96,6 +100,7 @@ INVALID = {
     "VAD_CONFIDENCE": ["1.5", "-0.1"],
     "TURN_DETECTION": ["vad"],
     "TURN_SILENCE_SECS": ["-1", "10"],
+    "TLS": ["yes", "https"],
 }
 
 
@@ -124,6 +129,7 @@ def environments(draw):
 @given(environments())
 def test_set_variables_are_used_and_unset_ones_take_their_defaults(case) -> None:
     environ, expected = case
+    assume(expected["port"] != expected["http_port"])  # HTTPS needs two ports: tested below
     loaded = load_settings(environ)
     for name, value in expected.items():
         assert getattr(loaded, name) == value, name
@@ -142,6 +148,15 @@ def test_an_invalid_value_names_the_variable_the_value_and_what_is_allowed(case)
     message = str(error.value)
     assert message.startswith(f"{env}={raw!r} is not valid: expected ")
     assert "\n" not in message
+
+
+def test_https_needs_its_own_port_for_plain_http() -> None:
+    with pytest.raises(ConfigError, match="AGENT_HTTP_PORT=7860 is not valid"):
+        load_settings({"AGENT_HOST": "0.0.0.0", "AGENT_HTTP_PORT": "7860"})
+    assert load_settings({"AGENT_HOST": "0.0.0.0"}).https
+    assert not load_settings({"AGENT_HOST": "127.0.0.1"}).https
+    assert load_settings({"AGENT_HOST": "127.0.0.1", "TLS": "on"}).https
+    assert not load_settings({"AGENT_HOST": "0.0.0.0", "TLS": "off"}).https
 
 
 def test_the_agent_refuses_to_start_with_one_clear_line() -> None:

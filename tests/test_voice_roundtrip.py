@@ -12,6 +12,7 @@ import json
 import time
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.audio import normalize_words, pad_with_silence, synthesize, transcribe
@@ -22,6 +23,7 @@ pytestmark = pytest.mark.voice
 
 FIRST = "What is the weather like in Paris today"
 SECOND = "Please turn on the kitchen lights"
+GREETING = "Hello! I am your home voice assistant. How can I help you today?"
 
 
 async def hear(samples) -> list[str]:
@@ -82,3 +84,83 @@ async def test_greeting_then_two_turns_with_the_whole_conversation(
     figures = {"first_turn_ms": first_latency * 1000, "second_turn_ms": second_latency * 1000}
     (artifacts / "voice-roundtrip-latency.json").write_text(json.dumps(figures, indent=2))
     print(f"end of speech → first reply audio: {figures}")
+
+
+PAUSE_SECS = 0.35
+
+
+def trim(samples: np.ndarray, threshold: int = 300) -> np.ndarray:
+    """Cut the synthesiser's own leading and trailing silence, so a pause is what we say."""
+    loud = np.flatnonzero(np.abs(samples) > threshold)
+    return samples[loud[0] : loud[-1] + 1] if len(loud) else samples
+
+
+def quiet_from(recording, start: float, quiet_secs: float) -> float | None:
+    """Wall time from which received audio stayed below speech level for ``quiet_secs``."""
+    quiet_since = None
+    for at, samples in recording.frames:
+        if at < start:
+            continue
+        loud = np.sqrt(np.mean(samples.astype(np.float64) ** 2)) > 300
+        if loud:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = at
+        elif at - quiet_since >= quiet_secs:
+            return quiet_since
+    return None
+
+
+async def test_speaking_over_the_greeting_stops_it(agent: AgentProcess) -> None:
+    loopback_only()
+    greeting_secs = len(await asyncio.to_thread(synthesize, GREETING, SAMPLE_RATE)) / SAMPLE_RATE
+    interruption = await asyncio.to_thread(synthesize, "Sorry, stop please", SAMPLE_RATE)
+    client = VoiceClient(agent.base_url)
+    connected_at = time.time()
+    await client.connect()
+    try:
+        greeting_onset = await client.wait_for_sound(after=connected_at, timeout=60)
+        client.microphone.say(interruption)
+        speech_started = time.time()
+        await client.wait_for_message(lambda m: m.get("type") == "user-started-speaking")
+        await client.wait_for_message(lambda m: m.get("type") == "bot-interrupted")
+        async with client._new_audio:
+            await asyncio.wait_for(
+                client._new_audio.wait_for(
+                    lambda: quiet_from(client.recording, speech_started, 0.5)
+                ),
+                30,
+            )
+        stopped_at = quiet_from(client.recording, speech_started, 0.5)
+    finally:
+        await client.close()
+    natural_end = greeting_onset + greeting_secs
+    print(f"bot audio stopped {stopped_at - speech_started:.2f} s after the user began speaking")
+    assert stopped_at < natural_end - 1.0, "the greeting played on over the user"
+
+
+async def test_a_pause_inside_a_sentence_does_not_cut_the_user_off(
+    agent: AgentProcess, ollama_url: str
+) -> None:
+    loopback_only()
+    first_half = trim(await asyncio.to_thread(synthesize, "I would like to know", SAMPLE_RATE))
+    second_half = trim(await asyncio.to_thread(synthesize, "the weather in Paris", SAMPLE_RATE))
+    comma = np.zeros(int(PAUSE_SECS * SAMPLE_RATE), np.int16)  # a natural mid-sentence pause
+    client = VoiceClient(agent.base_url)
+    connected_at = time.time()
+    await client.connect()
+    try:
+        await client.wait_for_silence_after_speech(connected_at, timeout=60)  # the greeting
+        requests_before = len(await chat_requests(ollama_url))
+        await client.microphone.say(np.concatenate([first_half, comma, second_half])).wait()
+        spoke_until = client.microphone.speech_ended_at
+        await client.wait_for_silence_after_speech(spoke_until, quiet_secs=2.0, timeout=60)
+        heard = await hear(client.recording.since(spoke_until))
+    finally:
+        await client.close()
+    new_requests = (await chat_requests(ollama_url))[requests_before:]
+    assert len(new_requests) == 1, "the pause ended the user's turn early"
+    said = new_requests[0]["messages"][-1]["content"]
+    # Both halves in one turn ("Paris" alone is often heard as "pairs" by Whisper tiny).
+    assert contains_in_order(normalize_words(said), ["like", "to", "know", "the", "weather"])
+    assert contains_in_order(heard, ["you", "said", "know", "the", "weather"]), heard

@@ -112,7 +112,12 @@ function setActivity(activity) {
   }
 }
 
-function showError(message) {
+// A problem the assistant got over (one reply not spoken, say) is shown until it speaks
+// again; anything that ends the session stays.
+let errorIsPassing = false;
+
+function showError(message, passing = false) {
+  errorIsPassing = passing && Boolean(message);
   agent.error = message || "";
   ui.error.textContent = agent.error;
   ui.error.hidden = !agent.error;
@@ -337,6 +342,7 @@ function onRtvi({ type, data }) {
       if (agent.activity === "listening") setActivity("thinking");
       break;
     case "bot-started-speaking":
+      if (errorIsPassing) showError("");
       transcript.botStarted();
       if (userStoppedAt !== null) {
         // Fallback measure; a "turn-latency" server message replaces it.
@@ -388,7 +394,7 @@ function onRtvi({ type, data }) {
       if (data.fatal) {
         endSession("failed", `The assistant stopped because of an error: ${text}`);
       } else {
-        showError(`The assistant reported a problem: ${text}`);
+        showError(`The assistant had a problem but is still listening: ${text}`, true);
       }
       break;
     }
