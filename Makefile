@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install run test test-deps lint format lock bench clean
+.PHONY: help venv run test test-deps lint format lock bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -27,8 +27,8 @@ $(VENV)/.test: requirements-test.lock pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $@ $(VENV)/.runtime
 
-install: $(VENV)/.runtime ## Create .venv with the locked dependencies
-	@echo "Installed. Next: cp .env.example .env, edit it, then make run"
+venv: $(VENV)/.runtime ## Create .venv with the locked dependencies (make run does it too)
+	@echo "Ready. Next: cp .env.example .env, edit it, then make run"
 
 run: $(VENV)/.runtime ## Run the agent here, against the backends named in .env
 	@[ -f .env ] || { echo "No .env: cp .env.example .env and edit it first."; exit 1; }
@@ -58,3 +58,50 @@ lock: ## Re-pin the dependencies (hashed locks, no download URLs)
 
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+
+# --- The appliance: Docker Compose, systemd, the Nix-built image ---------------
+# GPU=1 adds compose.gpu.yaml to every Compose command (up-gpu sets it).
+GPU ?=
+DOCKER ?= docker
+NIX ?= nix --extra-experimental-features "nix-command flakes"
+SERVICE ?=
+WAIT_TIMEOUT ?= 600
+# Recursive (=) so that `up-gpu: GPU = 1` reaches the recipes of `up`.
+gpu_on = $(filter 1 yes true,$(GPU))
+COMPOSE = $(DOCKER) compose$(if $(gpu_on), -f compose.yaml -f compose.gpu.yaml)
+GPU_FLAG = $(if $(gpu_on),--gpu)
+
+.PHONY: up up-gpu down logs status models image install uninstall doctor
+
+up: ## Start the stack, wait until healthy, print the URL (GPU=1 for NVIDIA)
+	$(COMPOSE) up --detach --remove-orphans
+	COMPOSE="$(COMPOSE)" scripts/wait-healthy.sh --timeout $(WAIT_TIMEOUT)
+
+up-gpu: GPU = 1
+up-gpu: up ## Start with NVIDIA GPUs (same as make up GPU=1)
+
+down: ## Stop the stack (models and certificate stay in volumes)
+	$(COMPOSE) down
+
+logs: ## Follow the logs (SERVICE=agent|ollama|speaches for one)
+	$(COMPOSE) logs --follow --tail=200 $(SERVICE)
+
+status: ## Show each service's state and health
+	$(COMPOSE) ps --all
+
+models: ## Download the configured models (idempotent, resumable)
+	$(COMPOSE) up --detach --wait ollama speaches
+	$(COMPOSE) run --rm --no-deps agent pull-models
+
+image: ## Build the agent image with Nix and load it into Docker
+	$(NIX) build .#image --out-link result-image
+	$(DOCKER) load --input result-image
+
+install: ## Start the stack on boot with systemd (sudo; GPU=1 for NVIDIA)
+	scripts/install-systemd.sh $(GPU_FLAG)
+
+uninstall: ## Remove the systemd unit (volumes are kept)
+	scripts/uninstall-systemd.sh
+
+doctor: ## Check Docker, Compose, GPU runtime, ports, disk, memory
+	COMPOSE="$(COMPOSE)" scripts/doctor.sh $(GPU_FLAG)

@@ -1,4 +1,4 @@
-"""Command line: ``voice-agent [serve|check|healthcheck]`` (``python -m agent`` too)."""
+"""Command line: ``voice-agent [serve|check|healthcheck|pull-models]`` (or ``python -m agent``)."""
 
 from __future__ import annotations
 
@@ -98,9 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         nargs="?",
         default="serve",
-        choices=["serve", "check", "healthcheck"],
+        choices=["serve", "check", "healthcheck", "pull-models"],
         help="serve (default): run the agent; check: validate the settings and exit; "
-        "healthcheck: exit 0 if the running agent is healthy",
+        "healthcheck: exit 0 if the running agent is healthy; pull-models: download the "
+        "configured models into Ollama and Speaches, with progress (make models)",
     )
     parser.add_argument(
         "--env-file",
@@ -126,6 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "healthcheck":
         return healthcheck(settings)
+    if args.command == "pull-models":
+        from agent.pull import pull_models  # imports Pipecat: only when needed
+
+        try:
+            return asyncio.run(pull_models(settings))
+        except KeyboardInterrupt:  # before pull_models has its own handler in place
+            return 130
     try:
         return serve(settings)
     except OSError as error:  # e.g. the port is taken

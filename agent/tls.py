@@ -59,7 +59,7 @@ def ensure_certificate(tls_dir: Path) -> Certificate:
     if cert_path.exists() and key_path.exists():
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         names = _names_in(cert)
-        if not marker.exists():
+        if not _made_by_us(marker, cert_path):
             log.info("using your certificate", path=str(cert_path), names=names)
             return Certificate(cert_path, key_path, False, tuple(names))
         if _still_good(cert, set(dns) | set(addresses)):
@@ -84,6 +84,13 @@ def fingerprint(cert_path: Path) -> str:
     """SHA-256 fingerprint, as browsers show it, so a person can check what they accept."""
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+def _made_by_us(marker: Path, cert_path: Path) -> bool:
+    if not marker.exists():
+        return False
+    recorded = marker.read_text().split("\n", 1)[0].strip()
+    return recorded == fingerprint(cert_path)
 
 
 def _names_in(cert: x509.Certificate) -> list[str]:

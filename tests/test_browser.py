@@ -20,7 +20,7 @@ import pytest
 from playwright.sync_api import BrowserContext, Page, Playwright, expect, sync_playwright
 
 from tests.audio import pad_with_silence, synthesize, write_wav
-from tests.conftest import AgentProcess, agent_env, run_agent
+from tests.conftest import AgentProcess, agent_env, free_port, run_agent
 
 pytestmark = pytest.mark.browser
 
@@ -94,7 +94,7 @@ def playwright() -> Iterator[Playwright]:
 
 @contextmanager
 def chromium(
-    playwright: Playwright, profile: Path, microphone: Path | None
+    playwright: Playwright, profile: Path, microphone: Path | None, self_signed_ok: bool = False
 ) -> Iterator[BrowserContext]:
     """A fresh Chromium; ``microphone`` is the WAV it hears, or None to refuse the microphone."""
     args = list(CHROMIUM_ARGS)
@@ -107,7 +107,12 @@ def chromium(
         ]
     profile.mkdir()
     context = playwright.chromium.launch_persistent_context(
-        profile, executable_path=str(CHROMIUM), headless=True, args=args, viewport=DESKTOP
+        profile,
+        executable_path=str(CHROMIUM),
+        headless=True,
+        args=args,
+        viewport=DESKTOP,
+        ignore_https_errors=self_signed_ok,  # what a person does by clicking through once
     )
     try:
         yield context
@@ -270,3 +275,37 @@ def test_a_full_house_is_told_it_is_busy(
         expect(first.locator("#status")).to_have_text("Disconnected")
         agent.wait_for_log("session ended")
         wait_for_active(agent.base_url, 0)
+
+
+def test_the_page_over_https_with_the_self_signed_certificate(
+    speaches_url: str,
+    ollama_url: str,
+    microphone_wav: Path,
+    playwright: Playwright,
+    tmp_path: Path,
+    artifacts,
+) -> None:
+    env = agent_env(
+        speaches_url,
+        ollama_url,
+        TLS="on",
+        TLS_DIR=str(tmp_path / "tls"),
+        AGENT_HTTP_PORT=str(free_port()),
+    )
+    with (
+        run_agent(env) as agent,
+        chromium(playwright, tmp_path / "profile", microphone_wav, self_signed_ok=True) as context,
+    ):
+        assert agent.base_url.startswith("https://")
+        page = open_page(context, agent.base_url)
+        with explained(page, artifacts, "browser-https"):
+            assert page.evaluate("location.protocol") == "https:"
+            assert page.evaluate("window.isSecureContext && !!navigator.mediaDevices")
+            page.click("#start")
+            page.wait_for_function("window.voiceAgent.state === 'connected'", timeout=WAIT_MS)
+            greeting = page.locator("#transcript .entry.bot .text").first
+            expect(greeting).to_contain_text("Hello", timeout=WAIT_MS)
+            assert page.evaluate(INBOUND_AUDIO, WAIT_MS), "no sound over the HTTPS page"
+            page.click("#start")
+            expect(page.locator("#status")).to_have_text("Disconnected")
+        wait_for_active(agent.local_url, 0)

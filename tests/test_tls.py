@@ -45,10 +45,19 @@ def test_your_own_certificate_is_used_as_it_is(tmp_path) -> None:
     assert sorted(p.name for p in own.iterdir()) == ["cert.pem", "key.pem"]
 
 
+def test_your_certificate_copied_over_a_made_one_is_never_replaced(tmp_path) -> None:
+    ensure_certificate(tmp_path)  # made by the agent, marker written
+    _generate(tmp_path / "cert.pem", tmp_path / "key.pem", ["my-server.lan"], ["10.1.2.3"])
+    yours = fingerprint(tmp_path / "cert.pem")
+    used = ensure_certificate(tmp_path)  # it names nothing of ours, yet it stays
+    assert not used.generated
+    assert fingerprint(used.cert_path) == yours
+
+
 def test_a_made_certificate_that_no_longer_names_this_machine_is_remade(tmp_path) -> None:
     _generate(tmp_path / "cert.pem", tmp_path / "key.pem", ["old-name"], ["10.9.9.9"])
-    (tmp_path / GENERATED_MARKER).write_text("")
     before = fingerprint(tmp_path / "cert.pem")
+    (tmp_path / GENERATED_MARKER).write_text(f"{before}\n")
     renewed = ensure_certificate(tmp_path)
     assert fingerprint(renewed.cert_path) != before
     assert "localhost" in san_names(renewed.cert_path)

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Wait until every service of the stack is healthy, then print the URL to open.
+#   scripts/wait-healthy.sh [--timeout SECONDS]      (default 300)
+# COMPOSE overrides the Compose command (default "docker compose"), e.g.
+# COMPOSE="docker compose -f compose.yaml -f compose.gpu.yaml".
+set -euo pipefail
+
+timeout=300
+while [ "$#" -gt 0 ]; do
+  case "$1" in
+    --timeout) [ "$#" -ge 2 ] || { echo "wait-healthy: --timeout needs seconds" >&2; exit 2; }; timeout="$2"; shift ;;
+    -h|--help) sed -n '2,5p' "$0"; exit 0 ;;
+    *) echo "wait-healthy: unknown option '$1'" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+read -r -a compose <<< "${COMPOSE:-docker compose}"
+docker_cmd="${compose[0]}"
+interval="${WAIT_INTERVAL:-3}"
+
+# Value of KEY from the environment, else from .env, else DEFAULT.
+setting() {
+  local key="$1" default="$2" value=""
+  if [ -n "${!key:-}" ]; then
+    value="${!key}"
+  elif [ -f .env ]; then
+    value="$(sed -n "s/^[[:space:]]*${key}[[:space:]]*=[[:space:]]*//p" .env | tail -n 1)"
+    value="${value%\"}"; value="${value#\"}"; value="${value%\'}"; value="${value#\'}"
+  fi
+  echo "${value:-$default}"
+}
+
+lan_address() {
+  local addr=""
+  addr="$(hostname -I 2>/dev/null | awk '{print $1}')" || true
+  if [ -z "$addr" ] && command -v ip >/dev/null; then
+    # Asks the routing table only; sends nothing.
+    addr="$(ip -4 route get 192.0.2.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')" || true
+  fi
+  echo "${addr:-<server-ip>}"
+}
+
+last_health_output() {
+  local id
+  id="$("${compose[@]}" ps --all --quiet "$1" 2>/dev/null | head -n 1)" || true
+  [ -n "$id" ] || return 0
+  "$docker_cmd" inspect --format '{{with .State.Health}}{{range .Log}}{{.Output}}{{end}}{{end}}' "$id" 2>/dev/null \
+    | tr -s '\n' ' ' | cut -c1-300 || true
+}
+
+start=$(date +%s)
+last_report=""
+while :; do
+  states="$("${compose[@]}" ps --all --format '{{.Service}} {{.State}} {{.Health}}')" \
+    || { echo "wait-healthy: '${compose[*]} ps' failed; is Docker running? (make doctor)" >&2; exit 1; }
+  if [ -z "$states" ]; then
+    echo "wait-healthy: no containers; start the stack first (make up)" >&2
+    exit 1
+  fi
+
+  pending=""
+  while read -r service state health; do
+    [ -n "$service" ] || continue
+    case "$state" in
+      exited|dead)
+        echo "wait-healthy: $service has stopped ($state); see 'make logs SERVICE=$service'" >&2
+        exit 1 ;;
+    esac
+    if [ "$state" != "running" ] || { [ -n "$health" ] && [ "$health" != "healthy" ]; }; then
+      pending="$pending $service(${health:-$state})"
+    fi
+  done <<< "$states"
+
+  if [ -z "$pending" ]; then
+    break
+  fi
+
+  elapsed=$(( $(date +%s) - start ))
+  if [ "$elapsed" -ge "$timeout" ]; then
+    echo "wait-healthy: not healthy after ${timeout}s:$pending" >&2
+    for item in $pending; do
+      service="${item%%(*}"
+      output="$(last_health_output "$service")"
+      [ -z "$output" ] || echo "  $service last health check: $output" >&2
+    done
+    echo "  Models missing? run 'make models'. Otherwise see 'make logs' and 'make doctor'." >&2
+    exit 1
+  fi
+  if [ "$pending" != "$last_report" ]; then
+    echo "waiting (${elapsed}s):$pending"
+    last_report="$pending"
+  fi
+  sleep "$interval"
+done
+
+port="$(setting AGENT_PORT 7860)"
+http_port="$(setting AGENT_HTTP_PORT 7861)"
+echo "All services are healthy."
+echo "  From a phone or laptop: https://$(lan_address):${port}/  (accept the self-signed certificate once; see README)"
+echo "  On this machine:        https://localhost:${port}/  or  http://localhost:${http_port}/"

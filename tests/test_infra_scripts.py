@@ -1,0 +1,394 @@
+"""The helper scripts and Makefile targets of the appliance.
+
+Scripts are linted with shellcheck and run for real against a fake `docker` that
+answers from a script of states, so their decisions (wait, fail, explain) are tested
+without a Docker engine. Makefile targets are dry-run with `make -n`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.infra.tools import REPO, need
+
+pytestmark = pytest.mark.infra
+
+SCRIPTS = sorted((REPO / "scripts").glob("*.sh"))
+MINE = ["doctor.sh", "wait-healthy.sh", "install-systemd.sh", "uninstall-systemd.sh"]
+
+
+# --- lint -------------------------------------------------------------------------------
+
+
+def test_there_are_scripts() -> None:
+    names = {script.name for script in SCRIPTS}
+    assert set(MINE) <= names
+
+
+def test_every_script_passes_shellcheck() -> None:
+    shellcheck = need("shellcheck")
+    result = subprocess.run(
+        [shellcheck, "--severity=style", "--format=gcc", *map(str, SCRIPTS)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_every_script_is_strict_executable_bash(script: Path) -> None:
+    text = script.read_text()
+    assert text.startswith("#!/usr/bin/env bash\n")
+    assert "set -euo pipefail" in text
+    assert script.stat().st_mode & stat.S_IXUSR, f"{script.name} is not executable"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+
+
+def test_dockerfile_passes_hadolint_and_installs_only_the_hashed_lock() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    assert "--require-hashes --no-deps -r /tmp/requirements.lock" in text
+    assert re.search(r"^USER 10001", text, re.M)
+    assert ":latest" not in text
+    hadolint = need("hadolint")
+    result = subprocess.run(
+        [hadolint, "--no-color", str(REPO / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- a fake docker ------------------------------------------------------------------------
+
+FAKE_DOCKER = r"""#!/usr/bin/env bash
+# Test double for the docker CLI. Answers from files in $FAKE_DIR:
+#   ps.N          output of the Nth `compose ps --format ...` (the last one repeats)
+#   running       output of `compose ps --status running --quiet`
+#   compose-version, server-version, root-dir, runtimes, inspect
+# Every call is appended to $FAKE_DIR/calls.
+set -u
+dir="$FAKE_DIR"
+echo "$*" >> "$dir/calls"
+answer() { if [ -f "$dir/$1" ]; then cat "$dir/$1"; else return "${2:-0}"; fi; }
+case "$1" in
+  version) answer server-version 1 ;;
+  info)
+    case "$*" in
+      *DockerRootDir*) answer root-dir 1 ;;
+      *Runtimes*) answer runtimes ;;
+      *) answer server-version 1 ;;
+    esac ;;
+  inspect) answer inspect ;;
+  compose)
+    shift
+    while [ "$#" -gt 0 ] && [ "$1" = "-f" ]; do shift 2; done
+    case "$1" in
+      version) answer compose-version 1 ;;
+      ps)
+        case "$*" in
+          *--status*) answer running ;;
+          *--quiet*) echo 0123456789ab ;;
+          *)
+            n=$(( $(cat "$dir/ps-count" 2>/dev/null || echo 0) + 1 ))
+            echo "$n" > "$dir/ps-count"
+            last=$(find "$dir" -maxdepth 1 -name 'ps.*' | sed 's/.*ps\.//' | sort -n | tail -n 1)
+            if [ -z "$last" ]; then exit 1; fi
+            [ "$n" -le "$last" ] || n="$last"
+            cat "$dir/ps.$n" ;;
+        esac ;;
+      *) exit 0 ;;
+    esac ;;
+  *) exit 0 ;;
+esac
+"""
+
+
+class Fake:
+    def __init__(self, root: Path) -> None:
+        self.dir = root / "fake"
+        self.bin = root / "bin"
+        self.dir.mkdir()
+        self.bin.mkdir()
+        docker = self.bin / "docker"
+        docker.write_text(FAKE_DOCKER)
+        docker.chmod(0o755)
+        self.work = root / "work"
+        self.work.mkdir()
+
+    def set(self, name: str, text: str) -> None:
+        (self.dir / name).write_text(text)
+
+    def calls(self) -> list[str]:
+        path = self.dir / "calls"
+        return path.read_text().splitlines() if path.exists() else []
+
+    def run(self, script: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        base_path = os.environ.get("PATH", "/usr/bin:/bin")
+        environment = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.endswith("_PORT") and k not in {"COMPOSE", "MIN_FREE_GB"}
+        }
+        environment.update(
+            {
+                "FAKE_DIR": str(self.dir),
+                "PATH": f"{self.bin}:{base_path}",
+                "COMPOSE": f"{self.bin / 'docker'} compose",
+                "WAIT_INTERVAL": "0",
+                **env,
+            }
+        )
+        return subprocess.run(
+            [str(REPO / "scripts" / script), *args],
+            cwd=self.work,
+            capture_output=True,
+            text=True,
+            env=environment,
+            timeout=60,
+            check=False,
+        )
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> Fake:
+    return Fake(tmp_path)
+
+
+HEALTHY = "ollama running healthy\nspeaches running healthy\nagent running healthy\n"
+
+
+# --- wait-healthy.sh --------------------------------------------------------------------
+
+
+def test_wait_healthy_prints_the_urls_when_all_is_healthy(fake: Fake) -> None:
+    fake.set("ps.1", HEALTHY)
+    (fake.work / ".env").write_text("AGENT_PORT=8443\nAGENT_HTTP_PORT=8080\n")
+    result = fake.run("wait-healthy.sh")
+    assert result.returncode == 0, result.stderr
+    assert "All services are healthy." in result.stdout
+    assert "https://localhost:8443/" in result.stdout
+    assert "http://localhost:8080/" in result.stdout
+    assert re.search(r"https://\S+:8443/", result.stdout)
+
+
+def test_wait_healthy_waits_for_a_starting_agent(fake: Fake) -> None:
+    starting = "ollama running healthy\nspeaches running healthy\nagent running starting\n"
+    fake.set("ps.1", starting)
+    fake.set("ps.2", starting)
+    fake.set("ps.3", HEALTHY)
+    result = fake.run("wait-healthy.sh", "--timeout", "30")
+    assert result.returncode == 0, result.stderr
+    assert "waiting" in result.stdout and "agent(starting)" in result.stdout
+    assert "https://localhost:7860/" in result.stdout
+    assert "http://localhost:7861/" in result.stdout
+    assert int((fake.dir / "ps-count").read_text()) == 3
+
+
+def test_wait_healthy_fails_fast_when_a_service_stops(fake: Fake) -> None:
+    fake.set("ps.1", "ollama running healthy\nspeaches exited \nagent created \n")
+    result = fake.run("wait-healthy.sh", "--timeout", "30")
+    assert result.returncode == 1
+    assert "speaches has stopped" in result.stderr
+    assert "make logs" in result.stderr
+
+
+def test_wait_healthy_gives_up_with_the_last_health_check_and_a_hint(fake: Fake) -> None:
+    fake.set("ps.1", "ollama running healthy\nspeaches running healthy\nagent running unhealthy\n")
+    fake.set("inspect", "speaches: model Systran/faster-distil-whisper-small.en is not installed\n")
+    result = fake.run("wait-healthy.sh", "--timeout", "0")
+    assert result.returncode == 1
+    assert "agent(unhealthy)" in result.stderr
+    assert "is not installed" in result.stderr
+    assert "make models" in result.stderr
+
+
+def test_wait_healthy_explains_an_empty_stack(fake: Fake) -> None:
+    fake.set("ps.1", "")
+    result = fake.run("wait-healthy.sh")
+    assert result.returncode == 1
+    assert "make up" in result.stderr
+
+
+# --- doctor.sh --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def healthy_host(fake: Fake, tmp_path: Path) -> Fake:
+    fake.set("server-version", "28.2.2\n")
+    fake.set("compose-version", "2.40.3\n")
+    fake.set("root-dir", f"{tmp_path}\n")
+    (fake.work / ".env").write_text("")
+    return fake
+
+
+@pytest.fixture
+def free_ports() -> dict[str, str]:
+    ports = {}
+    for key in ("AGENT_PORT", "OLLAMA_PORT", "SPEACHES_PORT"):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports[key] = str(probe.getsockname()[1])
+    return ports
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        yield server.getsockname()[1]
+
+
+def problems(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("FAIL")]
+
+
+def test_doctor_passes_on_a_ready_host(healthy_host: Fake, free_ports: dict[str, str]) -> None:
+    result = healthy_host.run("doctor.sh", MIN_FREE_GB="0", **free_ports)
+    assert result.returncode == 0, result.stdout
+    assert problems(result.stdout) == []
+    assert "compose: 2.40.3" in result.stdout
+    assert "doctor: all checks passed" in result.stdout
+
+
+def test_doctor_explains_an_old_compose_in_one_line(
+    healthy_host: Fake, free_ports: dict[str, str]
+) -> None:
+    healthy_host.set("compose-version", "v2.20.3\n")
+    result = healthy_host.run("doctor.sh", MIN_FREE_GB="0", **free_ports)
+    assert result.returncode == 1
+    [line] = problems(result.stdout)
+    assert "2.20.3 is too old" in line and "2.24.6" in line
+
+
+def test_doctor_explains_a_missing_daemon_and_compose(
+    fake: Fake, free_ports: dict[str, str]
+) -> None:
+    result = fake.run("doctor.sh", MIN_FREE_GB="0", **free_ports)
+    assert result.returncode == 1
+    lines = problems(result.stdout)
+    assert any("cannot reach the Docker daemon" in line for line in lines)
+    assert any("Compose v2 plugin" in line for line in lines)
+
+
+def test_doctor_reports_a_busy_port_unless_the_stack_holds_it(
+    healthy_host: Fake, free_ports: dict[str, str], listener: int
+) -> None:
+    ports = {**free_ports, "OLLAMA_PORT": str(listener)}
+    result = healthy_host.run("doctor.sh", MIN_FREE_GB="0", **ports)
+    assert result.returncode == 1
+    [line] = problems(result.stdout)
+    assert f"port {listener} (ollama)" in line and "OLLAMA_PORT" in line
+
+    healthy_host.set("running", "0123456789ab\n")
+    result = healthy_host.run("doctor.sh", MIN_FREE_GB="0", **ports)
+    assert result.returncode == 0, result.stdout
+    assert "the stack is running" in result.stdout
+
+
+def test_doctor_reports_too_little_disk(healthy_host: Fake, free_ports: dict[str, str]) -> None:
+    result = healthy_host.run("doctor.sh", MIN_FREE_GB="999999", **free_ports)
+    assert result.returncode == 1
+    [line] = problems(result.stdout)
+    assert line.startswith("FAIL  disk:") and "999999 GB" in line
+
+
+def test_doctor_gpu_mode_explains_missing_driver_and_toolkit(
+    healthy_host: Fake, free_ports: dict[str, str], tmp_path: Path
+) -> None:
+    # A PATH without any NVIDIA tools, whatever the machine has.
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for tool in ("bash", "sed", "awk", "sort", "head", "tail", "df", "grep", "cat", "find",
+                 "env", "printf"):  # fmt: skip
+        found = shutil.which(tool)
+        if found:
+            (tools / tool).symlink_to(found)
+    result = healthy_host.run(
+        "doctor.sh", "--gpu", MIN_FREE_GB="0", PATH=f"{healthy_host.bin}:{tools}", **free_ports
+    )
+    assert result.returncode == 1
+    lines = problems(result.stdout)
+    assert any("NVIDIA driver" in line for line in lines)
+    assert any("nvidia-container-toolkit" in line for line in lines)
+
+    nvidia_smi = healthy_host.bin / "nvidia-smi"
+    nvidia_smi.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA GeForce RTX 3060 (UUID: GPU-x)'\n")
+    nvidia_smi.chmod(0o755)
+    healthy_host.set("runtimes", '{"nvidia":{"path":"nvidia-container-runtime"},"runc":{}}\n')
+    result = healthy_host.run(
+        "doctor.sh", "--gpu", MIN_FREE_GB="0", PATH=f"{healthy_host.bin}:{tools}", **free_ports
+    )
+    assert result.returncode == 0, result.stdout
+    assert "RTX 3060" in result.stdout
+
+
+# --- Makefile -----------------------------------------------------------------------------
+
+# The Makefile is the lead's; INFRA_MAKEFILE points these checks at another file
+# (e.g. the proposed recipes) before they are merged.
+MAKEFILE = Path(os.environ.get("INFRA_MAKEFILE", REPO / "Makefile"))
+
+DRY_RUNS = {
+    "up": ["docker compose up --detach", "scripts/wait-healthy.sh"],
+    "up-gpu": ["-f compose.yaml -f compose.gpu.yaml up --detach", "scripts/wait-healthy.sh"],
+    "down": ["docker compose down"],
+    "logs": ["docker compose logs --follow"],
+    "status": ["docker compose ps"],
+    "models": ["up --detach --wait ollama speaches", "run --rm --no-deps agent pull-models"],
+    "image": ["build .#image", "docker load"],
+    "install": ["scripts/install-systemd.sh"],
+    "uninstall": ["scripts/uninstall-systemd.sh"],
+    "doctor": ["scripts/doctor.sh"],
+}
+
+
+def make(*args: str) -> subprocess.CompletedProcess[str]:
+    tool = need("make")
+    if not MAKEFILE.exists():
+        pytest.fail(f"{MAKEFILE} is missing")
+    return subprocess.run(
+        [tool, "--no-print-directory", "-f", str(MAKEFILE), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("target", DRY_RUNS)
+def test_make_dry_run(target: str) -> None:
+    result = make("-n", target)
+    assert result.returncode == 0, result.stderr
+    for expected in DRY_RUNS[target]:
+        assert expected in result.stdout, f"make -n {target}:\n{result.stdout}"
+
+
+@pytest.mark.parametrize("target", ["up", "models", "logs", "doctor", "install"])
+def test_make_gpu_variable_selects_the_overlay(target: str) -> None:
+    result = make("-n", target, "GPU=1")
+    assert result.returncode == 0, result.stderr
+    if target == "install":
+        assert "install-systemd.sh --gpu" in result.stdout
+    else:
+        assert "-f compose.yaml -f compose.gpu.yaml" in result.stdout
+    plain = make("-n", target)
+    assert "compose.gpu.yaml" not in plain.stdout
+
+
+def test_make_help_lists_the_appliance_targets() -> None:
+    result = make("help")
+    assert result.returncode == 0, result.stderr
+    for target in DRY_RUNS:
+        assert re.search(rf"^\s*(make\s+)?{re.escape(target)}\s", result.stdout, re.M), target
