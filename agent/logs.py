@@ -43,11 +43,20 @@ def _passthrough(_logger, _name, event_dict):
     return event_dict
 
 
+# Pipecat warns about these for every voice-only session; they say nothing useful here.
+HARMLESS_PIPECAT_WARNINGS = (
+    "No video transceiver is available",
+    "No screen video transceiver is available",
+)
+
+
 def _forward_loguru(level: str) -> None:
     log = structlog.get_logger("pipecat")
 
     def sink(message) -> None:
         record = message.record
+        if record["message"] in HARMLESS_PIPECAT_WARNINGS:
+            return
         method = {
             "TRACE": log.debug,
             "DEBUG": log.debug,

@@ -8,6 +8,7 @@ import time
 
 import httpx
 import pytest
+from aiortc import RTCSessionDescription
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -160,3 +161,34 @@ async def test_a_full_house_is_told_in_words_and_frees_up(speaches_url: str, oll
         finally:
             await late.close()
         await wait_for_active(agent.base_url, 0)
+
+
+async def test_a_session_can_be_renegotiated_by_its_pc_id(agent: AgentProcess) -> None:
+    client = VoiceClient(agent.base_url)
+    try:
+        first = await client.connect()
+        await client.wait_connected()
+        await client.wait_for_sound(after=time.time() - 1)  # the greeting
+        await client.pc.setLocalDescription(await client.pc.createOffer())
+        async with httpx.AsyncClient() as http:
+            response = await http.post(
+                f"{agent.base_url}/api/offer",
+                json={
+                    "sdp": client.pc.localDescription.sdp,
+                    "type": "offer",
+                    "pc_id": first["pc_id"],
+                },
+            )
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert answer["pc_id"] == first["pc_id"] and answer["type"] == "answer"
+        await client.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+        assert await active_sessions(agent.base_url) == 1, "no second session for a renegotiation"
+        send_text(client, "are you still there")
+        await client.wait_for_message(
+            lambda m: m.get("type") == "bot-transcription" and "still there" in m["data"]["text"],
+            timeout=30,
+        )
+    finally:
+        await client.close()
+    await wait_for_active(agent.base_url, 0)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.audio import normalize_words, pad_with_silence, synthesize, transcribe
-from tests.conftest import AgentProcess
+from tests.conftest import STT_MODEL, AgentProcess
 from tests.webrtc_client import SAMPLE_RATE, VoiceClient, loopback_only
 
 pytestmark = pytest.mark.voice
@@ -55,7 +55,7 @@ async def chat_requests(ollama_url: str) -> list[dict]:
 
 
 async def test_greeting_then_two_turns_with_the_whole_conversation(
-    agent: AgentProcess, ollama_url: str, artifacts
+    agent: AgentProcess, ollama_url: str, speaches_url: str, artifacts
 ) -> None:
     loopback_only()
     client = VoiceClient(agent.base_url)
@@ -75,6 +75,15 @@ async def test_greeting_then_two_turns_with_the_whole_conversation(
         ), second
     finally:
         await client.close()
+
+    async with httpx.AsyncClient() as http:
+        speaches_log = (await http.get(f"{speaches_url}/_standin/requests")).json()
+    uploads = [r for r in speaches_log if r["path"] == "/v1/audio/transcriptions"]
+    assert uploads, "no speech-to-text request was made"
+    for upload in uploads:  # OpenAI's transcription shape, as Speaches takes it
+        assert upload["content_type"] == "multipart/form-data"
+        assert {"file", "model", "language"} <= set(upload["fields"])
+        assert upload["model"] == STT_MODEL and upload["language"] == "en"
 
     last_request = (await chat_requests(ollama_url))[-1]
     roles = [message["role"] for message in last_request["messages"]]
