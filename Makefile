@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: help venv run test test-deps lint format lock bench clean
 
@@ -40,6 +41,9 @@ test-deps: ## Install what the tests need (Debian packages when root, locked Pyt
 
 test: test-deps ## Run the whole test suite (network-isolated to 127.0.0.1 when root)
 	scripts/isolated.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: test-deps ## Print latency and load figures (about 6½ min; BENCH_ARGS=--quick for ~1)
+	scripts/isolated.sh $(BIN)/python -m tests.bench.latency $(BENCH_ARGS)
 
 lint: $(VENV)/.test ## Check the code with ruff
 	$(BIN)/ruff check agent tests

@@ -43,10 +43,11 @@ def _passthrough(_logger, _name, event_dict):
     return event_dict
 
 
-# Pipecat warns about these for every voice-only session; they say nothing useful here.
+# Pipecat warns about these in every voice-only session; they say nothing useful here.
 HARMLESS_PIPECAT_WARNINGS = (
     "No video transceiver is available",
     "No screen video transceiver is available",
+    "Media stream error while reading the audio; clearing track.",  # every hang-up
 )
 
 

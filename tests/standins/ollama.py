@@ -110,6 +110,7 @@ class Options:
     tokens_per_sec: float = 0  # 0 = as fast as possible
     fail_chat_after_tokens: int | None = None
     stall_chat_after_tokens: int | None = None
+    reply: str | None = None  # answer every chat with this instead of the rule (benchmarks)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -292,7 +293,7 @@ class OllamaStandin:
             return _openai_error(404, f"model '{model}' not found")
         self._load(name, None)
         messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
-        words = reply_for(messages).split(" ")
+        words = (self.opts.reply or reply_for(messages)).split(" ")
         tokens = [w if i == 0 else f" {w}" for i, w in enumerate(words)]
         prompt_tokens = sum(len(_text(m.get("content")).split()) for m in messages)
         usage = {
@@ -400,6 +401,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--tokens-per-sec", type=float, default=0.0, help="0 = as fast as possible")
     add("--fail-chat-after-tokens", type=int, help="drop the connection after N tokens")
     add("--stall-chat-after-tokens", type=int, help="go silent after N tokens, stay connected")
+    add("--reply", metavar="TEXT", help="answer every chat with TEXT instead of quoting the user")
     return p
 
 

@@ -5,6 +5,12 @@ Run from the repository root::
     python -m tests.standins.speaches --port 0 --installed-all
 
 It prints one line ``LISTENING http://127.0.0.1:PORT`` once it accepts connections.
+
+Real engines are the default. For benchmarks that imitate a backend's speed without paying
+for the engines, ``--stt-fixed-text TEXT`` answers every transcription with TEXT (no
+Whisper) after ``--stt-delay-ms``, and ``--tts-cache`` synthesises each distinct request
+once and replays its PCM afterwards, first bytes after ``--tts-delay-ms``.
+
 Status codes and error bodies follow Speaches v0.8.3's routers (``{"detail": ...}``);
 places where the stand-in differs on purpose are marked "stand-in:".
 """
@@ -129,11 +135,21 @@ class SpeachesStandin:
         *,
         pull_seconds: float = 0.0,
         ttfb_ms: float = 0.0,
+        stt_delay_ms: float | None = None,
+        tts_delay_ms: float | None = None,
+        stt_fixed_text: str | None = None,
+        tts_cache: bool = False,
         fail_speech_after_bytes: int | None = None,
     ) -> None:
         self.store = store
         self.pull_seconds = pull_seconds
-        self.ttfb = ttfb_ms / 1000.0
+        self.stt_delay = (ttfb_ms if stt_delay_ms is None else stt_delay_ms) / 1000.0
+        self.tts_delay = (ttfb_ms if tts_delay_ms is None else tts_delay_ms) / 1000.0
+        self.stt_fixed_text = stt_fixed_text
+        # (text, speed, rate) → the PCM pieces a finished synthesis produced; None = no cache
+        self.speech_cache: dict[tuple[str, float, int | None], list[bytes]] | None = (
+            {} if tts_cache else None
+        )
         self.fail_after = fail_speech_after_bytes
         self.requests: list[dict[str, Any]] = []
         self._pull_lock = asyncio.Lock()
@@ -216,15 +232,24 @@ class SpeachesStandin:
             return not_installed(model_id)
         if CATALOGUE[model_id]["task"] != "automatic-speech-recognition":
             return not_supported(model_id)
-        loop = asyncio.get_running_loop()
-        segments, info = await loop.run_in_executor(None, transcribe, samples, rate)
-        await asyncio.sleep(self.ttfb)
-        text = "".join(s.text for s in segments).strip()
+        if self.stt_fixed_text is not None:  # stand-in: a speed class without the engine
+            await asyncio.sleep(self.stt_delay)
+            text = self.stt_fixed_text
+            duration = samples.size / rate
+            segments = [fixed_segment(text, duration)]
+            language = "en"
+        else:
+            loop = asyncio.get_running_loop()
+            found, info = await loop.run_in_executor(None, transcribe, samples, rate)
+            await asyncio.sleep(self.stt_delay)
+            text = "".join(s.text for s in found).strip()
+            segments = [segment_fields(s) for s in found]
+            language, duration = info.language, info.duration
         if fmt == "text":
             return web.Response(text=text)
         if fmt == "json":
             return web.json_response({"text": text})
-        return web.json_response(verbose_json(text, segments, info))
+        return web.json_response(verbose_json(text, segments, language, duration))
 
     async def speech(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -271,8 +296,8 @@ class SpeachesStandin:
         response = web.StreamResponse(headers={"Content-Type": f"audio/{fmt}"})
         response.enable_chunked_encoding()
         await response.prepare(request)
-        await asyncio.sleep(self.ttfb)
-        chunks = sentences_pcm(text, speed, rate)
+        await asyncio.sleep(self.tts_delay)
+        chunks = self._speech_pcm(text, speed, rate)
         if fmt == "wav":  # like Speaches: a file format with a header is sent whole
             pcm = b"".join([c async for c in chunks])
             voice_rate = await asyncio.get_running_loop().run_in_executor(None, engines.piper_rate)
@@ -293,6 +318,25 @@ class SpeachesStandin:
         except ConnectionError:  # the client went away: stop synthesising
             pass
         return response
+
+    async def _speech_pcm(self, text: str, speed: float, rate: int | None) -> AsyncIterator[bytes]:
+        """Piper's PCM as it is made, or, with the cache, a finished synthesis replayed."""
+        if self.speech_cache is None:
+            async for chunk in sentences_pcm(text, speed, rate):
+                yield chunk
+            return
+        key = (text, speed, rate)
+        cached = self.speech_cache.get(key)
+        self.note(tts_cache="miss" if cached is None else "hit")
+        if cached is not None:
+            for chunk in cached:
+                yield chunk
+            return
+        made: list[bytes] = []
+        async for chunk in sentences_pcm(text, speed, rate):
+            made.append(chunk)
+            yield chunk
+        self.speech_cache[key] = made  # only a synthesis that ran to its end is kept
 
     async def requests_log(self, _: web.Request) -> web.Response:
         return web.json_response(self.requests)
@@ -327,19 +371,33 @@ def transcribe(samples: np.ndarray, rate: int) -> tuple[list[Any], Any]:
     return engines.transcribe_16k(engines.resample(samples, rate, engines.WHISPER_RATE))
 
 
-def verbose_json(text: str, segments: list[Any], info: Any) -> dict[str, Any]:
-    keys = ("id", "seek", "start", "end", "text", "tokens", "avg_logprob")
-    keys += ("compression_ratio", "no_speech_prob")
+SEGMENT_KEYS = ("id", "seek", "start", "end", "text", "tokens", "avg_logprob")
+SEGMENT_KEYS += ("compression_ratio", "no_speech_prob")
+
+
+def segment_fields(segment: Any) -> dict[str, Any]:
+    """A faster-whisper segment as Speaches' verbose_json writes it."""
+    fields = {k: getattr(segment, k) for k in SEGMENT_KEYS}
+    return {**fields, "temperature": segment.temperature or 0, "words": None}
+
+
+def fixed_segment(text: str, duration: float) -> dict[str, Any]:
+    """One segment covering the whole clip, for ``--stt-fixed-text``."""
+    fields = {"id": 1, "seek": 0, "start": 0.0, "end": round(duration, 3), "text": f" {text}"}
+    fields |= {"tokens": [], "avg_logprob": 0.0, "compression_ratio": 1.0, "no_speech_prob": 0.0}
+    return {**fields, "temperature": 0, "words": None}
+
+
+def verbose_json(
+    text: str, segments: list[dict[str, Any]], language: str, duration: float
+) -> dict[str, Any]:
     return {
         "task": "transcribe",
-        "language": info.language,
-        "duration": info.duration,
+        "language": language,
+        "duration": duration,
         "text": text,
         "words": None,
-        "segments": [
-            {**{k: getattr(s, k) for k in keys}, "temperature": s.temperature or 0, "words": None}
-            for s in segments
-        ],
+        "segments": segments,
     }
 
 
@@ -349,12 +407,20 @@ def build_app(
     state_dir: Path | None = None,
     pull_seconds: float = 0.0,
     ttfb_ms: float = 0.0,
+    stt_delay_ms: float | None = None,
+    tts_delay_ms: float | None = None,
+    stt_fixed_text: str | None = None,
+    tts_cache: bool = False,
     fail_speech_after_bytes: int | None = None,
 ) -> web.Application:
     standin = SpeachesStandin(
         ModelStore(installed, state_dir),
         pull_seconds=pull_seconds,
         ttfb_ms=ttfb_ms,
+        stt_delay_ms=stt_delay_ms,
+        tts_delay_ms=tts_delay_ms,
+        stt_fixed_text=stt_fixed_text,
+        tts_cache=tts_cache,
         fail_speech_after_bytes=fail_speech_after_bytes,
     )
     app = web.Application(middlewares=[standin.record], client_max_size=64 * 1024 * 1024)
@@ -378,9 +444,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--installed-all", action="store_true")
     parser.add_argument("--state-dir", type=Path, help="keep 'downloaded' models across restarts")
     parser.add_argument("--pull-seconds", type=float, default=0.0)
-    parser.add_argument("--ttfb-ms", type=float, default=0.0)
+    parser.add_argument(
+        "--ttfb-ms", type=float, default=0.0, help="default of --stt-delay-ms and --tts-delay-ms"
+    )
+    parser.add_argument(
+        "--stt-delay-ms", type=float, help="wait after transcribing, before answering"
+    )
+    parser.add_argument("--tts-delay-ms", type=float, help="wait before the first speech bytes")
+    parser.add_argument(
+        "--stt-fixed-text",
+        metavar="TEXT",
+        help="answer every transcription with TEXT, without running Whisper",
+    )
+    parser.add_argument(
+        "--tts-cache",
+        action="store_true",
+        help="synthesise each distinct (input, speed, sample_rate) once, then replay its PCM",
+    )
     parser.add_argument("--fail-speech-after-bytes", type=int)
-    parser.add_argument("--warm", action="store_true", help="load both engines before listening")
+    parser.add_argument(
+        "--warm",
+        action="store_true",
+        help="load the engines before listening (Piper only with --stt-fixed-text)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     return parser.parse_args(argv)
 
@@ -391,14 +477,18 @@ async def serve(args: argparse.Namespace) -> None:
         state_dir=args.state_dir,
         pull_seconds=args.pull_seconds,
         ttfb_ms=args.ttfb_ms,
+        stt_delay_ms=args.stt_delay_ms,
+        tts_delay_ms=args.tts_delay_ms,
+        stt_fixed_text=args.stt_fixed_text,
+        tts_cache=args.tts_cache,
         fail_speech_after_bytes=args.fail_speech_after_bytes,
     )
     loop = asyncio.get_running_loop()
     if args.warm:
-        await asyncio.gather(
-            loop.run_in_executor(None, engines.whisper),
-            loop.run_in_executor(None, engines.piper),
-        )
+        loaders = [engines.piper]
+        if args.stt_fixed_text is None:
+            loaders.append(engines.whisper)
+        await asyncio.gather(*(loop.run_in_executor(None, load) for load in loaders))
     runner = web.AppRunner(app, shutdown_timeout=2.0)
     await runner.setup()
     await web.TCPSite(runner, args.host, args.port).start()
