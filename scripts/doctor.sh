@@ -21,17 +21,8 @@ ok()   { printf 'ok    %s\n' "$*"; }
 warn() { printf 'warn  %s\n' "$*"; }
 fail() { printf 'FAIL  %s\n' "$*"; failures=$((failures + 1)); }
 
-# Value of KEY from the environment, else from .env, else DEFAULT.
-setting() {
-  local key="$1" default="$2" value=""
-  if [ -n "${!key:-}" ]; then
-    value="${!key}"
-  elif [ -f .env ]; then
-    value="$(sed -n "s/^[[:space:]]*${key}[[:space:]]*=[[:space:]]*//p" .env | tail -n 1)"
-    value="${value%\"}"; value="${value#\"}"; value="${value%\'}"; value="${value#\'}"
-  fi
-  echo "${value:-$default}"
-}
+# shellcheck source=scripts/settings.sh
+. "${BASH_SOURCE[0]%/*}/settings.sh"
 
 version_at_least() {  # have, want
   [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n 1)" = "$2" ]

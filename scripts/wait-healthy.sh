@@ -19,17 +19,8 @@ read -r -a compose <<< "${COMPOSE:-docker compose}"
 docker_cmd="${compose[0]}"
 interval="${WAIT_INTERVAL:-3}"
 
-# Value of KEY from the environment, else from .env, else DEFAULT.
-setting() {
-  local key="$1" default="$2" value=""
-  if [ -n "${!key:-}" ]; then
-    value="${!key}"
-  elif [ -f .env ]; then
-    value="$(sed -n "s/^[[:space:]]*${key}[[:space:]]*=[[:space:]]*//p" .env | tail -n 1)"
-    value="${value%\"}"; value="${value#\"}"; value="${value%\'}"; value="${value#\'}"
-  fi
-  echo "${value:-$default}"
-}
+# shellcheck source=scripts/settings.sh
+. "${BASH_SOURCE[0]%/*}/settings.sh"
 
 lan_address() {
   local addr=""

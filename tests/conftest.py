@@ -140,6 +140,30 @@ def wait_for_health(agent: AgentProcess, want_ready: bool, timeout: float) -> ht
     raise TimeoutError(f"/health did not become {'ready' if want_ready else 'up'}: {last}")
 
 
+def wait_until(predicate, timeout: float = 60.0, what: str = "condition"):
+    """Poll ``predicate`` (which reads another process's state) until it returns truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def active_sessions(base_url: str) -> int:
+    return httpx.get(f"{base_url}/health", timeout=5).json()["sessions"]["active"]
+
+
+def wait_for_active(base_url: str, count: int, timeout: float = 20.0) -> None:
+    """Wait until the agent at ``base_url`` reports ``count`` running sessions."""
+    wait_until(
+        lambda: active_sessions(base_url) == count,
+        timeout,
+        f"{count} active sessions (now {active_sessions(base_url)})",
+    )
+
+
 @pytest.fixture(scope="module")
 def agent(speaches_url: str, ollama_url: str) -> Iterator[AgentProcess]:
     with run_agent(agent_env(speaches_url, ollama_url)) as running:

@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import BrowserContext, Page, Playwright, expect, sync_playwright
 
 from tests.audio import pad_with_silence, synthesize, write_wav
-from tests.conftest import AgentProcess, agent_env, free_port, run_agent
+from tests.conftest import (
+    AgentProcess,
+    active_sessions,
+    agent_env,
+    free_port,
+    run_agent,
+    wait_for_active,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -138,18 +143,6 @@ def explained(page: Page, artifacts: Path, name: str) -> Iterator[None]:
         page.screenshot(path=artifacts / f"{name}-failed.png")
         print(f"[page state] {page.evaluate('JSON.stringify(window.voiceAgent)')}")
         raise
-
-
-def active_sessions(base_url: str) -> int:
-    return httpx.get(f"{base_url}/health", timeout=5).json()["sessions"]["active"]
-
-
-def wait_for_active(base_url: str, count: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while (active := active_sessions(base_url)) != count:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{active} sessions active, expected {count}")
-        time.sleep(0.05)  # polling the agent's /health until it changes
 
 
 def test_a_conversation_through_the_page(

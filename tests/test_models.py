@@ -3,23 +3,18 @@ there yet never stops the agent from serving; it recovers when the backend appea
 
 from __future__ import annotations
 
-import time
-
 import httpx
 
-from tests.conftest import LLM_MODEL, STT_MODEL, TTS_MODEL, agent_env, free_port, run_agent
+from tests.conftest import (
+    LLM_MODEL,
+    STT_MODEL,
+    TTS_MODEL,
+    agent_env,
+    free_port,
+    run_agent,
+    wait_until,
+)
 from tests.standins.process import start_standin
-
-
-def wait_until(predicate, timeout: float = 60.0, what: str = "condition"):
-    """Poll ``predicate`` (which reads another process's state) until it returns truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
 def health(agent) -> httpx.Response:

@@ -13,6 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import AgentProcess, agent_env, run_agent
+from tests.conftest import active_sessions as sync_active_sessions
+from tests.conftest import wait_for_active as sync_wait_for_active
 from tests.webrtc_client import VoiceClient, loopback_only
 
 pytestmark = pytest.mark.voice
@@ -29,16 +31,12 @@ def is_type(kind: str):
 
 
 async def active_sessions(base_url: str) -> int:
-    async with httpx.AsyncClient() as http:
-        return (await http.get(f"{base_url}/health")).json()["sessions"]["active"]
+    return await asyncio.to_thread(sync_active_sessions, base_url)
 
 
 async def wait_for_active(base_url: str, count: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while (active := await active_sessions(base_url)) != count:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{active} sessions active, expected {count}")
-        await asyncio.sleep(0.05)  # polling the agent's /health until it changes
+    # In a thread: the clients' event loop must keep their connections alive meanwhile.
+    await asyncio.to_thread(sync_wait_for_active, base_url, count, timeout)
 
 
 async def chat_log(ollama_url: str) -> list[dict]:
