@@ -45,7 +45,7 @@ def _turn_strategies(settings: Settings) -> UserTurnStrategies:
 
 def build_worker(
     connection: SmallWebRTCConnection, settings: Settings
-) -> tuple[PipelineWorker, SmallWebRTCTransport, LLMContext]:
+) -> tuple[PipelineWorker, SmallWebRTCTransport]:
     transport = SmallWebRTCTransport(
         webrtc_connection=connection,
         params=TransportParams(audio_in_enabled=True, audio_out_enabled=True),
@@ -107,4 +107,4 @@ def build_worker(
         ),
         idle_timeout_secs=settings.session_idle_timeout_secs,
     )
-    return worker, transport, context
+    return worker, transport

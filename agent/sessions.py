@@ -136,7 +136,11 @@ class SessionManager:
         if answer is None:
             await connection.disconnect()
             raise InvalidOffer("no answer could be made for this offer")
-        worker, transport, _context = build_worker(connection, self._settings)
+        try:
+            worker, transport = build_worker(connection, self._settings)
+        except Exception:
+            await connection.disconnect()  # nothing may hold the peer connection now
+            raise
         session = Session(pc_id=answer["pc_id"], connection=connection, worker=worker)
         self._sessions[session.pc_id] = session
         self._wire(session, transport)

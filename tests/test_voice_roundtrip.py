@@ -34,10 +34,13 @@ async def hear(samples) -> list[str]:
 async def speak_and_hear(client: VoiceClient, sentence: str) -> tuple[list[str], float]:
     """Say ``sentence``; return the words of the reply and end-of-speech → reply-audio secs."""
     speech = await asyncio.to_thread(synthesize, sentence, SAMPLE_RATE)
+    since = len(client.messages)
     await client.microphone.say(pad_with_silence(speech, SAMPLE_RATE, 0.3, 0.0)).wait()
     spoke_until = client.microphone.speech_ended_at
     assert spoke_until is not None
-    onset = await client.wait_for_silence_after_speech(spoke_until, timeout=60)
+    await client.wait_for_spoken_reply(since)
+    onset = client.recording.first_sound_after(spoke_until)
+    assert onset is not None
     return await hear(client.recording.since(spoke_until)), onset - spoke_until
 
 
@@ -62,7 +65,7 @@ async def test_greeting_then_two_turns_with_the_whole_conversation(
     connected_at = time.time()
     await client.connect()
     try:
-        await client.wait_for_silence_after_speech(connected_at, timeout=60)
+        await client.wait_for_spoken_reply(since=0)
         greeting = await hear(client.recording.since(connected_at))
         assert contains_in_order(greeting, ["hello", "voice", "assistant"]), greeting
 
@@ -156,14 +159,14 @@ async def test_a_pause_inside_a_sentence_does_not_cut_the_user_off(
     second_half = trim(await asyncio.to_thread(synthesize, "the weather in Paris", SAMPLE_RATE))
     comma = np.zeros(int(PAUSE_SECS * SAMPLE_RATE), np.int16)  # a natural mid-sentence pause
     client = VoiceClient(agent.base_url)
-    connected_at = time.time()
     await client.connect()
     try:
-        await client.wait_for_silence_after_speech(connected_at, timeout=60)  # the greeting
+        await client.wait_for_spoken_reply(since=0)  # the greeting
         requests_before = len(await chat_requests(ollama_url))
+        since = len(client.messages)
         await client.microphone.say(np.concatenate([first_half, comma, second_half])).wait()
         spoke_until = client.microphone.speech_ended_at
-        await client.wait_for_silence_after_speech(spoke_until, quiet_secs=2.0, timeout=60)
+        await client.wait_for_spoken_reply(since)
         heard = await hear(client.recording.since(spoke_until))
     finally:
         await client.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -201,6 +202,26 @@ class VoiceClient:
         onset = self.recording.first_sound_after(after)
         assert onset is not None
         return onset
+
+    async def wait_for_spoken_reply(self, since: int, timeout: float = 60.0) -> None:
+        """Wait until the bot has said its whole reply, judged by its RTVI messages after
+        index ``since``: the LLM finished, each sentence went through TTS, and the bot
+        stopped speaking after the last one. (Silence alone is no sign: on a loaded machine
+        the pause between two sentences can be long.) Then let the last audio arrive."""
+
+        def said_it_all() -> bool:
+            new = self.messages[since:]
+            kinds = [message.get("type") for message in new]
+            if "bot-llm-stopped" not in kinds:
+                return False
+            text = "".join(m["data"]["text"] for m in new if m.get("type") == "bot-llm-text")
+            sentences = max(1, len(re.findall(r"[.!?](?:\s|$)", text.strip())))
+            spoken = [i for i, kind in enumerate(kinds) if kind == "bot-tts-text"]
+            return len(spoken) >= sentences and "bot-stopped-speaking" in kinds[spoken[-1] :]
+
+        async with self._new_message:
+            await asyncio.wait_for(self._new_message.wait_for(said_it_all), timeout)
+        await self.wait_for_silence_after_speech(time.time() - 3, quiet_secs=0.5, timeout=10)
 
     async def wait_for_silence_after_speech(
         self, start: float, quiet_secs: float = 1.5, timeout: float = 60.0
