@@ -88,7 +88,9 @@ def _field(body: dict[str, Any], name: str, kind: type, required: bool = True) -
     value = body.get(name)
     if value is None and not required:
         return None
-    if not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool):
+    # JSON true/false are Python ints too: only a bool field accepts them.
+    wrong_kind = not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)
+    if wrong_kind:
         article = {str: "a string", bool: "true or false", int: "a number", list: "a list"}
         raise BadRequest(f"'{name}' must be {article[kind]}.")
     return value

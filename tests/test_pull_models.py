@@ -49,9 +49,9 @@ class Result:
     secs: float
 
 
-def run_pull(env: dict[str, str], timeout: float = 120.0) -> Result:
-    started = time.monotonic()
-    done = subprocess.run(
+def start_pull(env: dict[str, str]) -> subprocess.Popen[str]:
+    """``voice-agent pull-models`` as `make models` runs it: no input, one output stream."""
+    return subprocess.Popen(
         PULL_MODELS,
         cwd=REPO_ROOT,
         env=env,
@@ -59,9 +59,18 @@ def run_pull(env: dict[str, str], timeout: float = 120.0) -> Result:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        timeout=timeout,
     )
-    return Result(done.returncode, done.stdout, time.monotonic() - started)
+
+
+def run_pull(env: dict[str, str], timeout: float = 120.0) -> Result:
+    started = time.monotonic()
+    process = start_pull(env)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    return Result(process.returncode, output, time.monotonic() - started)
 
 
 @dataclass
@@ -74,16 +83,7 @@ class RunningPull:
 
     @classmethod
     def start(cls, env: dict[str, str]) -> RunningPull:
-        process = subprocess.Popen(
-            PULL_MODELS,
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        running = cls(process)
+        running = cls(start_pull(env))
         threading.Thread(target=running._read, daemon=True).start()
         return running
 
