@@ -31,15 +31,17 @@ RUN groupadd --system --gid 10001 agent \
     && mkdir -p /data \
     && chown 10001:10001 /data
 COPY --from=build /opt/voice-agent /opt/voice-agent
+# Only what differs from the agent's own defaults (agent/config.py): the certificate
+# lives in the /data volume.
 ENV PATH=/opt/voice-agent/bin:$PATH \
     HOME=/data \
     TLS_DIR=/data/tls \
-    AGENT_HOST=0.0.0.0 \
-    AGENT_PORT=7860 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 USER 10001:10001
 WORKDIR /data
+# AGENT_PORT's default. EXPOSE takes no value from a file, so a test keeps this in step
+# with agent/config.py; it only documents the port (compose.yaml uses host networking).
 EXPOSE 7860
 ENTRYPOINT ["voice-agent"]
 CMD ["serve"]

@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help venv run test test-deps lint format lock bench clean
+.PHONY: help venv run test test-deps lint format lock bench clean docs
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -35,15 +35,18 @@ run: $(VENV)/.runtime ## Run the agent here, against the backends named in .env
 	@[ -f .env ] || { echo "No .env: cp .env.example .env and edit it first."; exit 1; }
 	$(BIN)/voice-agent serve --env-file .env
 
-test-deps: ## Install what the tests need (Debian packages when root, locked Python packages)
+test-deps: ## Install what the tests need (Debian packages when root, locked Python and npm packages)
 	scripts/system-packages.sh
 	@$(MAKE) --no-print-directory $(VENV)/.test
+	@if command -v npm >/dev/null; then cd tests/pipecat_client && \
+	  { [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --loglevel=error >/dev/null; }; fi
 
 test: test-deps ## Run the whole test suite (network-isolated to 127.0.0.1 when root)
 	scripts/isolated.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: test-deps ## Print latency and load figures (about 6½ min; BENCH_ARGS=--quick for ~1)
+bench: test-deps ## Print latency, load and split-sentence figures (~9 min; BENCH_ARGS=--quick ~2)
 	scripts/isolated.sh $(BIN)/python -m tests.bench.latency $(BENCH_ARGS)
+	scripts/isolated.sh $(BIN)/python -m tests.bench.splits $(BENCH_ARGS)
 
 lint: $(VENV)/.test ## Check the code with ruff
 	$(BIN)/ruff check agent tests
@@ -52,6 +55,9 @@ lint: $(VENV)/.test ## Check the code with ruff
 format: $(VENV)/.test ## Format the code with ruff
 	$(BIN)/ruff format agent tests
 	$(BIN)/ruff check --fix agent tests
+
+docs: $(VENV)/.runtime ## Regenerate .env.example and the README's settings tables from agent/config.py
+	$(BIN)/voice-agent config --write-docs
 
 lock: ## Re-pin the dependencies (hashed locks, no download URLs)
 	$(BIN)/pip install --quiet uv

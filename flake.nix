@@ -40,6 +40,24 @@
 
       uid = "10001";
 
+      # A default from .env.example (generated from agent/config.py), so the image
+      # does not restate it.
+      envExampleLines = builtins.filter builtins.isString (
+        builtins.split "\n" (builtins.readFile ./.env.example)
+      );
+      envDefault =
+        name:
+        builtins.head (
+          builtins.concatMap (
+            line:
+            let
+              found = builtins.match "${name}=(.*)" line;
+            in
+            if found == null then [ ] else found
+          ) envExampleLines
+        );
+      agentPort = envDefault "AGENT_PORT";
+
       build =
         pkgs:
         let
@@ -153,15 +171,14 @@
               Env = [
                 "PATH=${agent}/bin"
                 "HOME=/data"
+                # The agent's defaults apply otherwise; the certificate lives in /data.
                 "TLS_DIR=/data/tls"
-                "AGENT_HOST=0.0.0.0"
-                "AGENT_PORT=7860"
                 "PYTHONUNBUFFERED=1"
                 "PYTHONDONTWRITEBYTECODE=1"
                 "SSL_CERT_FILE=${pkgs.cacert}/etc/ssl/certs/ca-bundle.crt"
               ];
               ExposedPorts = {
-                "7860/tcp" = { };
+                "${agentPort}/tcp" = { };
               };
               Volumes = {
                 "/data" = { };

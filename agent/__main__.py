@@ -1,4 +1,7 @@
-"""Command line: ``voice-agent [serve|check|healthcheck|pull-models]`` (or ``python -m agent``)."""
+"""Command line: ``voice-agent COMMAND`` or ``python -m agent COMMAND``.
+
+Commands: serve (the default), check, healthcheck, pull-models, config.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import signal
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import structlog
 from aiohttp import web
@@ -88,6 +92,24 @@ def healthcheck(settings: Settings) -> int:
         return 1
 
 
+def print_or_write_docs(args: argparse.Namespace) -> int:
+    """``config``: the settings documentation, generated from ``agent.config``."""
+    from agent import config_docs
+
+    if args.env_example:
+        print(config_docs.env_example(), end="")
+    elif args.markdown:
+        print(config_docs.settings_table() + "\n" + config_docs.compose_table(), end="")
+    else:
+        try:
+            changed = config_docs.write_docs(Path.cwd())
+        except (OSError, ValueError) as error:
+            print(f"voice-agent: {error}", file=sys.stderr)
+            return 1
+        print("rewrote " + ", ".join(changed) if changed else "docs already up to date")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="voice-agent",
@@ -98,10 +120,21 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         nargs="?",
         default="serve",
-        choices=["serve", "check", "healthcheck", "pull-models"],
+        choices=["serve", "check", "healthcheck", "pull-models", "config"],
         help="serve (default): run the agent; check: validate the settings and exit; "
         "healthcheck: exit 0 if the running agent is healthy; pull-models: download the "
-        "configured models into Ollama and Speaches, with progress (make models)",
+        "configured models into Ollama and Speaches, with progress (make models); "
+        "config: print or write the settings documentation (make docs)",
+    )
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--env-example", action="store_true", help="config: print .env.example")
+    output.add_argument(
+        "--markdown", action="store_true", help="config: print the README's settings tables"
+    )
+    output.add_argument(
+        "--write-docs",
+        action="store_true",
+        help="config: rewrite .env.example and the README tables in this directory",
     )
     parser.add_argument(
         "--env-file",
@@ -109,6 +142,13 @@ def main(argv: list[str] | None = None) -> int:
         help="read settings from this .env file too (the environment wins over it)",
     )
     args = parser.parse_args(argv)
+    wants_docs = args.env_example or args.markdown or args.write_docs
+    if args.command == "config":
+        if not wants_docs:
+            parser.error("config needs --env-example, --markdown or --write-docs")
+        return print_or_write_docs(args)  # needs no valid settings
+    if wants_docs:
+        parser.error("--env-example, --markdown and --write-docs go with the config command")
     loguru_logger.remove()  # Pipecat logs on import; hold it until logging is configured
     try:
         environ = dict(os.environ)

@@ -1,21 +1,23 @@
 """Every setting of the agent, read from the environment once and validated.
 
-Each variable is declared once in ``VARIABLES`` with its default, how it is parsed and
-what it means; ``load_settings`` turns an environment into a frozen ``Settings``. A
-bad value stops start-up with one line naming the variable, the value and what is
-allowed. The README table and ``.env.example`` list the same variables (a test keeps
-them in step).
+Each setting is declared once, as a field of ``Settings`` made by ``setting(...)``: its
+environment variable, default, parser, help text and the section it belongs to.
+``load_settings`` turns an environment into a frozen ``Settings``; a bad value stops
+start-up with one line naming the variable, the value and what is allowed.
+``.env.example`` and the README's table are generated from the same declarations
+(``agent/config_docs.py``, ``make docs``), and a test fails when they drift.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import dataclasses
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+
+from agent import config_parsers as parse
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a friendly voice assistant running on the user's home server. "
@@ -23,334 +25,215 @@ DEFAULT_SYSTEM_PROMPT = (
     "speech: no lists, no markdown, no emoji. If you are unsure, say so briefly."
 )
 
+# Sections of .env.example and the README table, in the order settings are declared.
+WEB = "Web server"
+MODELS = "Backends and models"
+WEBRTC = "WebRTC"
+LISTENING = "Listening: voice detection and end of turn"
+HTTPS = "HTTPS (browsers give the microphone only to https:// pages or localhost)"
+LOGS = "Logs"
+
 
 class ConfigError(ValueError):
     """A setting has a value the agent cannot use; the message is meant for the user."""
 
 
 @dataclass(frozen=True)
+class Variable:
+    """One setting: what the environment calls it, its default and how it is read."""
+
+    env: str
+    default: str
+    parse: Callable[[str], Any]
+    group: str
+    help: str
+    # The README's Default column, for a default too long to show.
+    shown_default: str | None = None
+    # The value .env.example writes instead of the default, and the comment saying why.
+    example: str | None = None
+    example_note: str = ""
+    # The ``Settings`` attribute; filled in from the dataclass field.
+    field: str = ""
+
+
+def setting(
+    env: str,
+    default: str,
+    parser: Callable[[str], Any],
+    group: str,
+    help: str,
+    *,
+    shown_default: str | None = None,
+    example: str | None = None,
+    example_note: str = "",
+    secret: bool = False,
+) -> Any:
+    """Declare a ``Settings`` field; a secret one stays out of ``repr`` (and so out of logs)."""
+    variable = Variable(env, default, parser, group, help, shown_default, example, example_note)
+    return dataclasses.field(metadata={"setting": variable}, repr=not secret)
+
+
+@dataclass(frozen=True)
 class Settings:
-    host: str
-    port: int
-    speaches_base_url: str
-    ollama_base_url: str
-    ollama_model: str
-    stt_model: str
-    tts_model: str
-    tts_voice: str
-    tts_speed: float
-    language: str
-    system_prompt: str
-    max_sessions: int
-    session_idle_timeout_secs: float
-    log_level: str
-    log_format: str
-    ice_servers: tuple[str, ...]
-    webrtc_host_addresses: tuple[str, ...]
-    connect_timeout_secs: float
-    vad_confidence: float
-    vad_start_secs: float
-    vad_stop_secs: float
-    vad_min_volume: float
-    turn_detection: str
-    turn_silence_secs: float
-    backend_retry_max_secs: float
-    tls: str
-    tls_dir: Path
-    http_port: int
+    # One setting per statement, laid out like a table.
+    # fmt: off
+    host: str = setting(
+        "AGENT_HOST", "0.0.0.0", parse.host, WEB, "Address the web server listens on."
+    )
+    port: int = setting(
+        "AGENT_PORT", "7860", parse.int_range(1, 65535), WEB, "Port of the web page and API."
+    )
+    max_sessions: int = setting(
+        "MAX_SESSIONS", "4", parse.int_range(1, 256), WEB,
+        "Conversations at once; further visitors are told the assistant is busy.",
+    )
+    session_idle_timeout_secs: float = setting(
+        "SESSION_IDLE_TIMEOUT_SECS", "300", parse.float_range(10, 86400), WEB,
+        "A conversation with no speech for this long is ended.",
+    )
+
+    speaches_base_url: str = setting(
+        "SPEACHES_BASE_URL", "http://localhost:8000", parse.http_url, MODELS,
+        "Speaches server (speech-to-text and text-to-speech), without /v1.",
+    )
+    ollama_base_url: str = setting(
+        "OLLAMA_BASE_URL", "http://localhost:11434", parse.http_url, MODELS,
+        "Ollama server, without /v1.",
+    )
+    ollama_model: str = setting(
+        "OLLAMA_MODEL", "llama3.2:3b", parse.text, MODELS, "LLM that writes the replies."
+    )
+    stt_model: str = setting(
+        "STT_MODEL", "Systran/faster-distil-whisper-small.en", parse.text, MODELS,
+        "Speaches speech-to-text model.",
+        # Left empty so that compose.gpu.yaml can pick a larger model when .env does not.
+        example="",
+        example_note="Empty: {default}, or Systran/faster-distil-whisper-large-v3 in GPU "
+        "mode (compose.gpu.yaml).",
+    )
+    tts_model: str = setting(
+        "TTS_MODEL", "speaches-ai/Kokoro-82M-v1.0-ONNX", parse.text, MODELS,
+        "Speaches text-to-speech model.",
+    )
+    tts_voice: str = setting("TTS_VOICE", "af_heart", parse.text, MODELS, "Voice of the TTS model.")
+    tts_speed: float = setting(
+        "TTS_SPEED", "1.0", parse.float_range(0.25, 4.0), MODELS,
+        "Speaking rate: 0.5 to 2.0 for Kokoro voices, 0.25 to 4.0 for Piper voices.",
+    )
+    language: str = setting(
+        "LANGUAGE", "en", parse.language, MODELS, "Language spoken to the assistant (ISO 639-1)."
+    )
+    system_prompt: str = setting(
+        "SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT, parse.text, MODELS,
+        "Instructions given to the LLM at the start of every conversation.",
+        shown_default="a short spoken-style prompt",
+    )
+    backend_retry_max_secs: float = setting(
+        "BACKEND_RETRY_MAX_SECS", "10", parse.float_range(0.1, 600), MODELS,
+        "Longest wait between tries to reach Ollama or Speaches.",
+    )
+
+    ice_servers: tuple[str, ...] = setting(
+        "ICE_SERVERS", "", parse.ice_servers, WEBRTC,
+        "Comma-separated STUN/TURN URLs; empty keeps WebRTC on the local network.",
+    )
+    turn_username: str = setting(
+        "TURN_USERNAME", "", parse.optional_text, WEBRTC,
+        "User name for the TURN servers in ICE_SERVERS; required with a turn: or turns: URL.",
+    )
+    turn_password: str = setting(
+        "TURN_PASSWORD", "", parse.optional_text, WEBRTC,
+        "Password for those TURN servers. The page receives it too: browsers need it to "
+        "relay through TURN.",
+        secret=True,
+    )
+    webrtc_host_addresses: tuple[str, ...] = setting(
+        "WEBRTC_HOST_ADDRESSES", "", parse.ip_addresses, WEBRTC,
+        "IP addresses offered to browsers for audio; empty offers every interface's.",
+    )
+    connect_timeout_secs: float = setting(
+        "WEBRTC_CONNECT_TIMEOUT_SECS", "30", parse.float_range(1, 600), WEBRTC,
+        "A browser that has not connected this long after its offer is let go.",
+    )
+
+    vad_confidence: float = setting(
+        "VAD_CONFIDENCE", "0.7", parse.float_range(0.0, 1.0), LISTENING,
+        "How sure the voice detector must be that it hears speech.",
+    )
+    vad_start_secs: float = setting(
+        "VAD_START_SECS", "0.2", parse.float_range(0.0, 2.0), LISTENING,
+        "Speech needed before the user counts as speaking (and interrupts the bot).",
+    )
+    vad_stop_secs: float = setting(
+        "VAD_STOP_SECS", "0.2", parse.float_range(0.0, 2.0), LISTENING,
+        "Silence after which the voice detector says speech stopped.",
+    )
+    vad_min_volume: float = setting(
+        "VAD_MIN_VOLUME", "0.6", parse.float_range(0.0, 1.0), LISTENING,
+        "Quietest sound the voice detector considers.",
+    )
+    turn_detection: str = setting(
+        "TURN_DETECTION", "silence", parse.choice("silence", "smart-turn"), LISTENING,
+        "How the end of the user's turn is found: a pause of TURN_SILENCE_SECS, "
+        "or the Smart Turn model.",
+    )
+    turn_silence_secs: float = setting(
+        "TURN_SILENCE_SECS", "0.6", parse.float_range(0.0, 5.0), LISTENING,
+        "With TURN_DETECTION=silence: pause that ends the user's turn.",
+    )
+
+    tls: str = setting(
+        "TLS", "auto", parse.choice("auto", "on", "off"), HTTPS,
+        "HTTPS for the page: auto (on unless AGENT_HOST is a loopback address), on or off.",
+    )
+    tls_dir: Path = setting(  # noqa: RUF009 - setting() returns a dataclasses.field
+        "TLS_DIR", "./data/tls", parse.path, HTTPS,
+        "Your cert.pem and key.pem, or where a self-signed pair is made on first start.",
+    )
+    http_port: int = setting(
+        "AGENT_HTTP_PORT", "7861", parse.int_range(1, 65535), HTTPS,
+        "With HTTPS on: plain HTTP on 127.0.0.1 at this port (development, health checks).",
+    )
+
+    log_level: str = setting(
+        "LOG_LEVEL", "info", parse.choice("debug", "info", "warning", "error"), LOGS,
+        "One of debug, info, warning, error.",
+    )
+    log_format: str = setting(
+        "LOG_FORMAT", "auto", parse.choice("auto", "console", "json"), LOGS,
+        "console (coloured), json (one object a line) or auto (console on a terminal).",
+    )
+    # fmt: on
 
     @property
     def https(self) -> bool:
         """Whether the page is served over HTTPS (with plain HTTP kept on 127.0.0.1)."""
         if self.tls == "auto":
-            return not _is_loopback(self.host)
+            return not parse.is_loopback(self.host)
         return self.tls == "on"
 
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-# --- parsers: each takes the raw string and returns the value or raises ValueError(allowed)
-
-
-def _text(raw: str) -> str:
-    if not raw.strip():
-        raise ValueError("a non-empty text")
-    return raw.strip()
+    @property
+    def ice_servers_for_browser(self) -> list[dict[str, str]]:
+        """``ICE_SERVERS`` as RTCIceServer dicts, with the TURN credentials on TURN URLs."""
+        servers: list[dict[str, str]] = []
+        for url in self.ice_servers:
+            server = {"urls": url}
+            if url.startswith(parse.TURN_SCHEMES):
+                server |= {"username": self.turn_username, "credential": self.turn_password}
+            servers.append(server)
+        return servers
 
 
-def _int_range(low: int, high: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        allowed = f"a whole number from {low} to {high}"
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ValueError(allowed) from None
-        if not low <= value <= high:
-            raise ValueError(allowed)
-        return value
-
-    return parse
-
-
-def _float_range(low: float, high: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        allowed = f"a number from {low:g} to {high:g}"
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(allowed) from None
-        if not low <= value <= high:  # also rejects nan
-            raise ValueError(allowed)
-        return value
-
-    return parse
-
-
-def _choice(*options: str) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        value = raw.strip().lower()
-        if value not in options:
-            raise ValueError("one of " + ", ".join(options))
-        return value
-
-    return parse
-
-
-def _http_url(raw: str) -> str:
-    allowed = "an http:// or https:// URL such as http://localhost:8000"
-    parts = urlsplit(raw.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(allowed)
-    try:
-        parts.port  # noqa: B018 - raises for a port that is not a number
-    except ValueError:
-        raise ValueError(allowed) from None
-    return raw.strip().rstrip("/")
-
-
-def _host(raw: str) -> str:
-    value = raw.strip()
-    if not value or any(c.isspace() for c in value):
-        raise ValueError("an IP address or host name to listen on, such as 0.0.0.0")
-    return value
-
-
-def _csv(raw: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in raw.split(",") if item.strip())
-
-
-def _ice_servers(raw: str) -> tuple[str, ...]:
-    urls = _csv(raw)
-    for url in urls:
-        if not url.startswith(("stun:", "turn:", "turns:")):
-            raise ValueError("comma-separated stun:, turn: or turns: URLs (or empty for none)")
-    return urls
-
-
-def _ip_addresses(raw: str) -> tuple[str, ...]:
-    addresses = _csv(raw)
-    for address in addresses:
-        try:
-            ipaddress.ip_address(address)
-        except ValueError:
-            raise ValueError("comma-separated IP addresses (or empty for all)") from None
-    return addresses
-
-
-def _language(raw: str) -> str:
-    from pipecat.transcriptions.language import Language
-
-    try:
-        return Language(raw.strip()).value
-    except ValueError:
-        raise ValueError("a language code such as en, de, fr or es") from None
-
-
-def _path(raw: str) -> Path:
-    return Path(_text(raw))
-
-
-def _log_level(raw: str) -> str:
-    return _choice("debug", "info", "warning", "error")(raw)
-
-
-@dataclass(frozen=True)
-class Variable:
-    env: str
-    field: str
-    default: str
-    parse: Callable[[str], Any]
-    help: str
-
-
-VARIABLES: tuple[Variable, ...] = (
-    Variable("AGENT_HOST", "host", "0.0.0.0", _host, "Address the web server listens on."),
-    Variable("AGENT_PORT", "port", "7860", _int_range(1, 65535), "Port of the web page and API."),
-    Variable(
-        "SPEACHES_BASE_URL",
-        "speaches_base_url",
-        "http://localhost:8000",
-        _http_url,
-        "Speaches server (speech-to-text and text-to-speech), without /v1.",
-    ),
-    Variable(
-        "OLLAMA_BASE_URL",
-        "ollama_base_url",
-        "http://localhost:11434",
-        _http_url,
-        "Ollama server, without /v1.",
-    ),
-    Variable("OLLAMA_MODEL", "ollama_model", "llama3.2:3b", _text, "LLM that writes the replies."),
-    Variable(
-        "STT_MODEL",
-        "stt_model",
-        "Systran/faster-distil-whisper-small.en",
-        _text,
-        "Speaches speech-to-text model.",
-    ),
-    Variable(
-        "TTS_MODEL",
-        "tts_model",
-        "speaches-ai/Kokoro-82M-v1.0-ONNX",
-        _text,
-        "Speaches text-to-speech model.",
-    ),
-    Variable("TTS_VOICE", "tts_voice", "af_heart", _text, "Voice of the TTS model."),
-    Variable("TTS_SPEED", "tts_speed", "1.0", _float_range(0.25, 4.0), "Speaking rate."),
-    Variable(
-        "LANGUAGE", "language", "en", _language, "Language spoken to the assistant (ISO 639-1)."
-    ),
-    Variable(
-        "SYSTEM_PROMPT",
-        "system_prompt",
-        DEFAULT_SYSTEM_PROMPT,
-        _text,
-        "Instructions given to the LLM at the start of every conversation.",
-    ),
-    Variable(
-        "MAX_SESSIONS",
-        "max_sessions",
-        "4",
-        _int_range(1, 256),
-        "Conversations at once; further visitors are told the assistant is busy.",
-    ),
-    Variable(
-        "SESSION_IDLE_TIMEOUT_SECS",
-        "session_idle_timeout_secs",
-        "300",
-        _float_range(10, 86400),
-        "A conversation with no speech for this long is ended.",
-    ),
-    Variable("LOG_LEVEL", "log_level", "info", _log_level, "One of debug, info, warning, error."),
-    Variable(
-        "LOG_FORMAT",
-        "log_format",
-        "auto",
-        _choice("auto", "console", "json"),
-        "console (coloured), json (one object a line) or auto (console on a terminal).",
-    ),
-    Variable(
-        "ICE_SERVERS",
-        "ice_servers",
-        "",
-        _ice_servers,
-        "Comma-separated STUN/TURN URLs; empty keeps WebRTC on the local network.",
-    ),
-    Variable(
-        "WEBRTC_HOST_ADDRESSES",
-        "webrtc_host_addresses",
-        "",
-        _ip_addresses,
-        "IP addresses offered to browsers for audio; empty offers every interface's.",
-    ),
-    Variable(
-        "WEBRTC_CONNECT_TIMEOUT_SECS",
-        "connect_timeout_secs",
-        "30",
-        _float_range(1, 600),
-        "A browser that has not connected this long after its offer is let go.",
-    ),
-    Variable(
-        "VAD_CONFIDENCE",
-        "vad_confidence",
-        "0.7",
-        _float_range(0.0, 1.0),
-        "How sure the voice detector must be that it hears speech.",
-    ),
-    Variable(
-        "VAD_START_SECS",
-        "vad_start_secs",
-        "0.2",
-        _float_range(0.0, 2.0),
-        "Speech needed before the user counts as speaking (and interrupts the bot).",
-    ),
-    Variable(
-        "VAD_STOP_SECS",
-        "vad_stop_secs",
-        "0.2",
-        _float_range(0.0, 2.0),
-        "Silence after which the voice detector says speech stopped.",
-    ),
-    Variable(
-        "VAD_MIN_VOLUME",
-        "vad_min_volume",
-        "0.6",
-        _float_range(0.0, 1.0),
-        "Quietest sound the voice detector considers.",
-    ),
-    Variable(
-        "TURN_DETECTION",
-        "turn_detection",
-        "silence",
-        _choice("silence", "smart-turn"),
-        "How the end of the user's turn is found: a pause of TURN_SILENCE_SECS, "
-        "or the Smart Turn model.",
-    ),
-    Variable(
-        "TURN_SILENCE_SECS",
-        "turn_silence_secs",
-        "0.6",
-        _float_range(0.0, 5.0),
-        "With TURN_DETECTION=silence: pause that ends the user's turn.",
-    ),
-    Variable(
-        "BACKEND_RETRY_MAX_SECS",
-        "backend_retry_max_secs",
-        "10",
-        _float_range(0.1, 600),
-        "Longest wait between tries to reach Ollama or Speaches.",
-    ),
-    Variable(
-        "TLS",
-        "tls",
-        "auto",
-        _choice("auto", "on", "off"),
-        "HTTPS for the page: auto (on unless AGENT_HOST is a loopback address), on or off.",
-    ),
-    Variable(
-        "TLS_DIR",
-        "tls_dir",
-        "./data/tls",
-        _path,
-        "Your cert.pem and key.pem, or where a self-signed pair is made on first start.",
-    ),
-    Variable(
-        "AGENT_HTTP_PORT",
-        "http_port",
-        "7861",
-        _int_range(1, 65535),
-        "With HTTPS on: plain HTTP on 127.0.0.1 at this port (development, health checks).",
-    ),
+# Every setting in declaration order (the order of .env.example and the README table).
+VARIABLES: tuple[Variable, ...] = tuple(
+    dataclasses.replace(field.metadata["setting"], field=field.name)
+    for field in dataclasses.fields(Settings)
 )
 
-assert {v.field for v in VARIABLES} == {f.name for f in fields(Settings)}
+
+def env_names() -> tuple[str, ...]:
+    """Every setting's environment variable name, in declaration order."""
+    return tuple(variable.env for variable in VARIABLES)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -369,12 +252,39 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         except ValueError as error:
             raise ConfigError(f"{variable.env}={raw!r} is not valid: expected {error}.") from None
     settings = Settings(**values)
+    _check_together(settings)
+    return settings
+
+
+# What Speaches 0.8.3 accepts as `speed`, by model family (it answers 422 outside).
+TTS_SPEED_RANGES = {"Kokoro": (0.5, 2.0), "Piper": (0.25, 4.0)}
+
+
+def tts_speed_range(tts_model: str) -> tuple[str, tuple[float, float]]:
+    """The model's family (by its name, as Speaches' model ids carry it) and speed range."""
+    family = "Kokoro" if "kokoro" in tts_model.lower() else "Piper"
+    return family, TTS_SPEED_RANGES[family]
+
+
+def _check_together(settings: Settings) -> None:
+    """Rules that involve more than one setting."""
     if settings.https and settings.http_port == settings.port:
         raise ConfigError(
             f"AGENT_HTTP_PORT={settings.http_port} is not valid: expected a port other than "
             f"AGENT_PORT ({settings.port}), since HTTPS is on."
         )
-    return settings
+    family, (low, high) = tts_speed_range(settings.tts_model)
+    if not low <= settings.tts_speed <= high:
+        raise ConfigError(
+            f"TTS_SPEED={settings.tts_speed:g} is not valid for TTS_MODEL={settings.tts_model}: "
+            f"{family} voices speak at {low:g} to {high:g} times normal speed."
+        )
+    turn = [url for url in settings.ice_servers if url.startswith(parse.TURN_SCHEMES)]
+    if turn and not (settings.turn_username and settings.turn_password):
+        raise ConfigError(
+            f"ICE_SERVERS names a TURN server ({turn[0]}), so TURN_USERNAME and TURN_PASSWORD "
+            "must both be set to its credentials."
+        )
 
 
 def read_env_file(path: str) -> dict[str, str]:

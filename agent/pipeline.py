@@ -16,23 +16,18 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMContextAggregatorPair,
     LLMUserAggregatorParams,
 )
-from pipecat.services.ollama.llm import OLLamaLLMService
-from pipecat.services.openai.stt import OpenAISTTService
-from pipecat.transcriptions.language import Language
 from pipecat.transports.base_transport import TransportParams
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from agent.config import Settings
-from agent.speech import SpeachesTTSService
+from agent.services import STT_DEADLINE_SECS, build_services
 from agent.turns import WholeSentenceStopStrategy
 
 AUDIO_IN_SAMPLE_RATE = 16000  # what Whisper wants
 AUDIO_OUT_SAMPLE_RATE = 24000  # Kokoro's own rate; Speaches resamples other voices to it
-
-# Neither backend checks a key unless configured to; the OpenAI client insists on one.
-UNUSED_API_KEY = "not-needed"
+TURN_STOP_MARGIN_SECS = 5.0
 
 
 def _turn_strategies(settings: Settings) -> UserTurnStrategies:
@@ -50,27 +45,7 @@ def build_worker(
         webrtc_connection=connection,
         params=TransportParams(audio_in_enabled=True, audio_out_enabled=True),
     )
-    stt = OpenAISTTService(
-        api_key=UNUSED_API_KEY,
-        base_url=f"{settings.speaches_base_url}/v1",
-        settings=OpenAISTTService.Settings(
-            model=settings.stt_model, language=Language(settings.language)
-        ),
-    )
-    llm = OLLamaLLMService(
-        base_url=f"{settings.ollama_base_url}/v1",
-        settings=OLLamaLLMService.Settings(
-            model=settings.ollama_model, system_instruction=settings.system_prompt
-        ),
-    )
-    tts = SpeachesTTSService(
-        api_key=UNUSED_API_KEY,
-        base_url=f"{settings.speaches_base_url}/v1",
-        sample_rate=AUDIO_OUT_SAMPLE_RATE,
-        settings=SpeachesTTSService.Settings(
-            model=settings.tts_model, voice=settings.tts_voice, speed=settings.tts_speed
-        ),
-    )
+    services = build_services(settings, tts_sample_rate=AUDIO_OUT_SAMPLE_RATE)
     context = LLMContext()
     aggregators = LLMContextAggregatorPair(
         context,
@@ -84,15 +59,18 @@ def build_worker(
                 )
             ),
             user_turn_strategies=_turn_strategies(settings),
+            # Pipecat's last-resort end of a turn with no news for this long. Our strategy
+            # waits for every transcription, which ends by the STT deadline at the latest.
+            user_turn_stop_timeout=STT_DEADLINE_SECS + TURN_STOP_MARGIN_SECS,
         ),
     )
     pipeline = Pipeline(
         [
             transport.input(),
-            stt,
+            services.stt,
             aggregators.user(),
-            llm,
-            tts,
+            services.llm,
+            services.tts,
             transport.output(),
             aggregators.assistant(),
         ]

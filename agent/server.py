@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 import structlog
 from aiohttp import web
 
+from agent.backends import Backends
 from agent.config import Settings
-from agent.health import Backends
+from agent.peer import IceCandidate
 from agent.sessions import (
-    IceCandidate,
     InvalidOffer,
     SessionManager,
     SessionsFull,
@@ -31,6 +31,7 @@ log = structlog.get_logger("server")
 STATIC_DIR = Path(str(files("agent") / "static"))
 MAX_BODY_BYTES = 256 * 1024  # an SDP offer is a few kB
 
+SETTINGS = web.AppKey("settings", Settings)
 SESSIONS = web.AppKey("sessions", SessionManager)
 BACKENDS = web.AppKey("backends", Backends)
 
@@ -176,15 +177,22 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if backends.ready else 503)
 
 
+async def client_config(request: web.Request) -> web.Response:
+    """What the page needs to set up its peer connection: the ICE (STUN/TURN) servers."""
+    return web.json_response({"iceServers": request.app[SETTINGS].ice_servers_for_browser})
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[errors_as_json, same_origin_api], client_max_size=MAX_BODY_BYTES
     )
+    app[SETTINGS] = settings
     app[SESSIONS] = SessionManager(settings)
     app[BACKENDS] = Backends(settings)
     app.router.add_get("/", index)
     app.router.add_post("/api/offer", post_offer)
     app.router.add_patch("/api/offer", patch_offer)
+    app.router.add_get("/api/config", client_config)
     app.router.add_get("/health", health)
     app.router.add_static("/static/", STATIC_DIR)
 

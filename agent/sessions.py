@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from aiortc.sdp import candidate_from_sdp
 from pipecat.frames.frames import LLMRunFrame
 from pipecat.observers.user_bot_latency_observer import LatencyBreakdown, UserBotLatencyObserver
 from pipecat.pipeline.worker import PipelineWorker
@@ -25,6 +24,14 @@ from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 from pipecat.workers.runner import WorkerRunner
 
 from agent.config import Settings
+from agent.peer import (
+    IceCandidate,
+    drop_unplayed_audio,
+    ice_ufrag,
+    new_connection,
+    sdp_problem,
+    voice_track,
+)
 from agent.pipeline import build_worker
 
 log = structlog.get_logger("sessions")
@@ -32,6 +39,8 @@ log = structlog.get_logger("sessions")
 
 # Closing a peer connection is quick; one that hangs must not keep the session's slot.
 CLOSE_TIMEOUT_SECS = 5.0
+# A failed connection keeps its conversation this long for the browser to restart ICE.
+RECONNECT_GRACE_SECS = 30.0
 
 
 class SessionsFull(Exception):
@@ -47,20 +56,17 @@ class InvalidOffer(Exception):
 
 
 @dataclass
-class IceCandidate:
-    candidate: str
-    sdp_mid: str | None
-    sdp_mline_index: int | None
-
-
-@dataclass
 class Session:
     pc_id: str
     connection: SmallWebRTCConnection
     worker: PipelineWorker
     started: float = field(default_factory=time.monotonic)
-    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    connected: asyncio.Event = field(default_factory=asyncio.Event)  # the current connection
+    greeted: bool = False
     turns: int = 0
+    restarts: int = 0  # ICE restarts (a new peer connection for the same conversation)
+    restart_ufrag: str | None = None  # ICE username of the offer the last restart answered
+    lost_at_restart: int | None = None  # the connection failed: restarts then, awaiting one
     end_reason: str = "pipeline ended"
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -69,6 +75,9 @@ class SessionManager:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._sessions: dict[str, Session] = {}
+        # An ICE restart gives a session a new pc_id; the old one still finds it, since a
+        # client's trickled candidates for the switch may name either.
+        self._former_ids: dict[str, str] = {}
         self._starting = 0  # offers being set up; they count against the limit
 
     @property
@@ -78,9 +87,6 @@ class SessionManager:
     @property
     def limit(self) -> int:
         return self._settings.max_sessions
-
-    def __contains__(self, pc_id: str) -> bool:
-        return pc_id in self._sessions
 
     async def offer(
         self, sdp: str, sdp_type: str, pc_id: str | None = None, restart_pc: bool = False
@@ -97,17 +103,9 @@ class SessionManager:
             self._starting -= 1
 
     async def add_candidates(self, pc_id: str, candidates: list[IceCandidate]) -> None:
-        session = self._sessions.get(pc_id)
-        if session is None:
-            raise UnknownSession(pc_id)
+        session = self._find(pc_id)
         for item in candidates:
-            if item.candidate:
-                candidate = candidate_from_sdp(item.candidate)
-                candidate.sdpMid = item.sdp_mid
-                candidate.sdpMLineIndex = item.sdp_mline_index
-            else:
-                candidate = None  # an empty candidate marks the end of candidates
-            await session.connection.add_ice_candidate(candidate)
+            await session.connection.add_ice_candidate(item.parsed())
 
     async def close_all(self) -> None:
         sessions = list(self._sessions.values())
@@ -121,17 +119,12 @@ class SessionManager:
     async def _start(self, sdp: str, sdp_type: str) -> dict[str, str]:
         if not any(line.startswith("m=audio ") for line in sdp.splitlines()):
             raise InvalidOffer("the offer has no audio track; the page must send the microphone")
-        connection = SmallWebRTCConnection(
-            ice_servers=list(self._settings.ice_servers),
-            # Pipecat's own connecting-state timeout cancels itself halfway through closing
-            # the peer connection, after which close() never returns; ours acts first.
-            connection_timeout_secs=round(self._settings.connect_timeout_secs) + 60,
-        )
+        connection = new_connection(self._settings)
         try:
             await connection.initialize(sdp=sdp, type=sdp_type)
         except Exception as error:  # aiortc raises ValueError, and others, for bad SDP
             await connection.disconnect()
-            raise InvalidOffer(_sdp_problem(error)) from error
+            raise InvalidOffer(sdp_problem(error)) from error
         answer = connection.get_answer()
         if answer is None:
             await connection.disconnect()
@@ -149,39 +142,85 @@ class SessionManager:
         log.info("session started", session=session.pc_id, active=self.active)
         return answer
 
+    def _find(self, pc_id: str) -> Session:
+        session = self._sessions.get(self._former_ids.get(pc_id, pc_id))
+        if session is None:
+            raise UnknownSession(pc_id)
+        return session
+
     async def _renegotiate(
         self, pc_id: str, sdp: str, sdp_type: str, restart_pc: bool
     ) -> dict[str, str]:
-        session = self._sessions.get(pc_id)
-        if session is None:
-            raise UnknownSession(pc_id)
+        session = self._find(pc_id)
+        ufrag = ice_ufrag(sdp)
+        if restart_pc and ufrag is not None and ufrag == session.restart_ufrag:
+            # The same restart offer again: a retry whose first copy was answered, or that
+            # copy delivered late by a network that stalled. Its connection is the one in
+            # use; restarting again would drop it.
+            answer = session.connection.get_answer()
+            if answer is not None:
+                return answer
+        old_voice = voice_track(session.connection) if restart_pc else None
+        if restart_pc:
+            session.restarts += 1  # a lost connection waiting for this is saved
         try:
             await session.connection.renegotiate(sdp=sdp, type=sdp_type, restart_pc=restart_pc)
         except Exception as error:
-            raise InvalidOffer(_sdp_problem(error)) from error
+            raise InvalidOffer(sdp_problem(error)) from error
+        finally:
+            if old_voice is not None:
+                drop_unplayed_audio(old_voice)
         answer = session.connection.get_answer()
         if answer is None:
             raise InvalidOffer("no answer could be made for this offer")
+        if restart_pc:
+            session.restart_ufrag = ufrag
+            session.connected = asyncio.Event()  # the new connection must come up in time too
+            session.tasks.append(asyncio.create_task(self._expect_connection(session)))
+        if answer["pc_id"] != session.pc_id:
+            self._rekey(session, answer["pc_id"])
         return answer
+
+    def _rekey(self, session: Session, new_id: str) -> None:
+        """The conversation goes on over a new peer connection, under its id."""
+        old_id = session.pc_id
+        self._sessions[new_id] = self._sessions.pop(old_id)
+        for former, current in self._former_ids.items():
+            if current == old_id:
+                self._former_ids[former] = new_id
+        self._former_ids[old_id] = new_id
+        session.pc_id = new_id
+        log.info("session reconnecting", session=new_id, former=old_id, restarts=session.restarts)
 
     def _wire(self, session: Session, transport) -> None:
         @transport.event_handler("on_client_connected")
         async def on_connected(_transport, _client):
+            session.lost_at_restart = None
             session.connected.set()
+            if session.greeted:  # back after an ICE restart: no second greeting
+                log.info("session reconnected", session=session.pc_id)
+                return
+            session.greeted = True
             log.info("session connected", session=session.pc_id)
             await session.worker.queue_frames([LLMRunFrame()])  # the greeting
 
         @transport.event_handler("on_client_disconnected")
         async def on_disconnected(_transport, _client):
-            await self._end(session, "browser hung up")
+            if session.lost_at_restart is None:
+                await self._end(session, "browser hung up")
 
         @session.connection.event_handler("failed")
         async def on_failed(_connection):
-            await self._end(session, "connection failed")
+            # A phone that changed networks restarts ICE with a new offer; until then (or
+            # RECONNECT_GRACE_SECS) the conversation is kept. Pipecat closes the old peer
+            # connection right after this, which is no hang-up.
+            session.lost_at_restart = session.restarts
+            session.tasks.append(asyncio.create_task(self._await_restart(session)))
 
         @session.connection.event_handler("closed")
         async def on_closed(_connection):
-            await self._end(session, "connection closed")
+            if session.lost_at_restart is None:
+                await self._end(session, "connection closed")
 
         latency = UserBotLatencyObserver()
 
@@ -220,12 +259,21 @@ class SessionManager:
             await self._release(session)
 
     async def _expect_connection(self, session: Session) -> None:
+        connected, again = session.connected, session.greeted
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(session.connected.wait(), self._settings.connect_timeout_secs)
+            await asyncio.wait_for(connected.wait(), self._settings.connect_timeout_secs)
             return
-        await self._end(
-            session, f"browser did not connect within {self._settings.connect_timeout_secs:g}s"
-        )
+        if connected is session.connected:  # not replaced by a later restart meanwhile
+            what = "reconnect" if again else "connect"
+            secs = self._settings.connect_timeout_secs
+            await self._end(session, f"browser did not {what} within {secs:g}s")
+
+    async def _await_restart(self, session: Session) -> None:
+        restarts = session.restarts
+        log.info("session connection lost", session=session.pc_id, wait_secs=RECONNECT_GRACE_SECS)
+        await asyncio.sleep(RECONNECT_GRACE_SECS)
+        if session.restarts == restarts:
+            await self._end(session, "connection failed and was not restarted")
 
     async def _end(self, session: Session, reason: str) -> None:
         if session.pc_id not in self._sessions or session.worker.has_finished():
@@ -236,6 +284,8 @@ class SessionManager:
     async def _release(self, session: Session) -> None:
         if self._sessions.pop(session.pc_id, None) is None:
             return
+        for former in [f for f, current in self._former_ids.items() if current == session.pc_id]:
+            del self._former_ids[former]
         for task in session.tasks:
             if task is not asyncio.current_task():
                 task.cancel()
@@ -253,8 +303,3 @@ class SessionManager:
             turns=session.turns,
             active=self.active,
         )
-
-
-def _sdp_problem(error: Exception) -> str:
-    text = str(error).strip() or type(error).__name__
-    return f"the offer's SDP could not be used: {text}"

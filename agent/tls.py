@@ -35,7 +35,6 @@ class Certificate:
     cert_path: Path
     key_path: Path
     generated: bool
-    names: tuple[str, ...]
 
 
 def local_names() -> tuple[list[str], list[str]]:
@@ -58,12 +57,11 @@ def ensure_certificate(tls_dir: Path) -> Certificate:
     dns, addresses = local_names()
     if cert_path.exists() and key_path.exists():
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        names = _names_in(cert)
         if not _made_by_us(marker, cert_path):
-            log.info("using your certificate", path=str(cert_path), names=names)
-            return Certificate(cert_path, key_path, False, tuple(names))
+            log.info("using your certificate", path=str(cert_path), names=_names_in(cert))
+            return Certificate(cert_path, key_path, False)
         if _still_good(cert, set(dns) | set(addresses)):
-            return Certificate(cert_path, key_path, True, tuple(names))
+            return Certificate(cert_path, key_path, True)
         log.info("renewing the self-signed certificate", path=str(cert_path))
     _generate(cert_path, key_path, dns, addresses)
     marker.write_text(
@@ -71,7 +69,7 @@ def ensure_certificate(tls_dir: Path) -> Certificate:
         "to make a new one, or put your own cert.pem and key.pem here.\n"
     )
     log.info("made a self-signed certificate", path=str(cert_path), names=dns + addresses)
-    return Certificate(cert_path, key_path, True, tuple(dns + addresses))
+    return Certificate(cert_path, key_path, True)
 
 
 def server_context(certificate: Certificate) -> ssl.SSLContext:

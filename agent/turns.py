@@ -3,77 +3,66 @@
 Speech-to-text here is segmented: each stretch of speech between two pauses the voice
 detector hears is sent to Speaches on its own, as soon as it ends. Pipecat's pause-based
 strategy ends the turn once the pause has lasted and *some* transcript has arrived, so
-with a slow STT the transcript of "I would like to know," can arrive after the user has
-already finished "...the weather in Paris" and end the turn without the second half,
-which then becomes a turn of its own: the user is cut off mid-sentence. This strategy also
-waits until every segment spoken in the turn has been transcribed (or a cap has passed,
-for a segment that yields no text).
+with a slow STT (a busy CPU server transcribes one request at a time) the transcript of
+"I would like to know," can arrive after the user has finished "...the weather in Paris"
+and end the turn without the second half, which then becomes a turn of its own: the
+user is cut off mid-sentence.
+
+So the STT service reports the end of every segment's transcription, whatever came of
+it (``SegmentTranscribedFrame``: text, no text, or failure), and the turn ends only when
+the pause has lasted and every segment spoken in it is accounted for. A slow
+transcription delays the reply; it never splits the sentence. A stalled one ends at the
+STT deadline as a failure (``agent.services``).
 """
 
 from __future__ import annotations
 
-import asyncio
+from dataclasses import dataclass, field
+from typing import Literal
 
-from pipecat.frames.frames import Frame, TranscriptionFrame, VADUserStoppedSpeakingFrame
+from pipecat.frames.frames import DataFrame, Frame, VADUserStoppedSpeakingFrame
+from pipecat.turns.types import ProcessFrameResult
 from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 
-# A segment that yields no text (a cough) sends no transcript; do not wait for it forever.
-UNANSWERED_SEGMENT_CAP_SECS = 3.0
+Outcome = Literal["text", "empty", "failed"]
+
+
+@dataclass
+class SegmentTranscribedFrame(DataFrame):
+    """One speech segment's transcription request has ended (after its transcript, if any)."""
+
+    outcome: Outcome = "text"
+    # Must reach the turn strategy even if an interruption clears queues on the way.
+    interruptible: bool = field(default=False, init=False)
 
 
 class WholeSentenceStopStrategy(SpeechTimeoutUserTurnStopStrategy):
-    """Pause-based end of turn that never ends a turn with a transcript still on its way."""
+    """Pause-based end of turn that never ends a turn with a transcription still running."""
 
-    def __init__(
-        self,
-        *,
-        user_speech_timeout: float,
-        unanswered_segment_cap_secs: float = UNANSWERED_SEGMENT_CAP_SECS,
-    ) -> None:
+    def __init__(self, *, user_speech_timeout: float) -> None:
         super().__init__(user_speech_timeout=user_speech_timeout)
-        self._cap_secs = unanswered_segment_cap_secs
         self._segments_in_flight = 0
-        self._cap_task: asyncio.Task | None = None
 
-    async def process_frame(self, frame: Frame):
+    @property
+    def segments_in_flight(self) -> int:
+        return self._segments_in_flight
+
+    async def process_frame(self, frame: Frame) -> ProcessFrameResult:
         if isinstance(frame, VADUserStoppedSpeakingFrame):
-            self._segments_in_flight += 1
-        elif isinstance(frame, TranscriptionFrame):
+            self._segments_in_flight += 1  # the STT service queues this segment now
+        result = await super().process_frame(frame)
+        if isinstance(frame, SegmentTranscribedFrame):
             self._segments_in_flight = max(0, self._segments_in_flight - 1)
-        return await super().process_frame(frame)
+            if self._segments_in_flight == 0:
+                # Speech-to-text has nothing more to send: no need for Pipecat's
+                # latency safety-net timer (private upstream: the pinned version is tested).
+                self._stt_wait_done = True
+                await self._maybe_trigger_user_turn_stopped()
+        return result
 
-    async def handle_user_turn_stopped(self):
-        self._segments_in_flight = 0
-        await self._cancel_cap()
-        await super().handle_user_turn_stopped()
-
-    async def cleanup(self):
-        await self._cancel_cap()
-        await super().cleanup()
-
-    # Pipecat 1.14 calls this whenever the pause timer ends or a transcript arrives; it is
-    # the one place to add a condition. (Private upstream: the pinned version is tested.)
+    # Pipecat 1.14 calls this whenever a timer ends or a transcript arrives; it is the one
+    # place to add a condition.
     async def _maybe_trigger_user_turn_stopped(self):
         if self._segments_in_flight > 0:
-            if self._cap_task is None:
-                self._cap_task = self.task_manager.create_task(
-                    self._give_up_waiting(), f"{self}::unanswered_segment_cap"
-                )
             return
-        await self._cancel_cap()
         await super()._maybe_trigger_user_turn_stopped()
-
-    async def _discard_pending_end_of_turn(self):
-        await self._cancel_cap()  # the user spoke again: the wait starts over
-        await super()._discard_pending_end_of_turn()
-
-    async def _give_up_waiting(self):
-        await asyncio.sleep(self._cap_secs)
-        self._cap_task = None
-        self._segments_in_flight = 0
-        await super()._maybe_trigger_user_turn_stopped()
-
-    async def _cancel_cap(self):
-        task, self._cap_task = self._cap_task, None
-        if task is not None and task is not asyncio.current_task():
-            await self.task_manager.cancel_task(task)

@@ -6,7 +6,9 @@
 # the disk space asked for (default 12, or 25 with --gpu).
 set -euo pipefail
 
-min_compose="2.24.6"   # include: + optional env_file + overriding an included service
+# The one place the minimum is set (README, "Prerequisites", says why): 2.24.6 is the
+# first release that lets compose.gpu.yaml change a service compose.yaml includes.
+min_compose="2.24.6"
 gpu=0
 case "${1:-}" in
   --gpu) gpu=1 ;;
@@ -74,9 +76,9 @@ fi
 
 # 4. Free ports (unless the stack itself holds them)
 running="$("${compose[@]}" ps --status running --quiet 2>/dev/null || true)"
-for entry in "AGENT_PORT:7860:agent" "AGENT_HTTP_PORT:7861:agent" "OLLAMA_PORT:11434:ollama" "SPEACHES_PORT:8000:speaches"; do
-  IFS=: read -r key default service <<< "$entry"
-  port="$(setting "$key" "$default")"
+for entry in AGENT_PORT:agent AGENT_HTTP_PORT:agent OLLAMA_PORT:ollama SPEACHES_PORT:speaches; do
+  IFS=: read -r key service <<< "$entry"
+  port="$(setting "$key")"  # default from .env.example
   if ! port_in_use "$port"; then
     ok "port $port ($service): free"
   elif [ -n "$running" ]; then

@@ -14,6 +14,9 @@ docker_bin=""
 
 die() { echo "install: $*" >&2; exit 1; }
 
+# shellcheck source=scripts/settings.sh
+. "${BASH_SOURCE[0]%/*}/settings.sh"
+
 while [ "$#" -gt 0 ]; do
   case "$1" in
     --gpu) compose_file="compose.yaml:compose.gpu.yaml" ;;
@@ -28,11 +31,9 @@ done
 
 [ -f "$template" ] || die "missing $template"
 if [ -z "$compose_file" ]; then
-  # Without --gpu, keep a COMPOSE_FILE chosen in .env (the unit's value would hide it).
-  if [ -f "$here/.env" ]; then
-    compose_file="$(sed -n 's/^[[:space:]]*COMPOSE_FILE[[:space:]]*=[[:space:]]*//p' "$here/.env" | tail -n 1 | tr -d "\"'")"
-  fi
-  compose_file="${compose_file:-compose.yaml}"
+  # Without --gpu, keep a COMPOSE_FILE chosen in .env or the environment (the unit's
+  # value would hide it).
+  compose_file="$(cd "$here" && setting COMPOSE_FILE compose.yaml)"
 fi
 case "$compose_file" in
   *[!A-Za-z0-9._:/-]*) die "COMPOSE_FILE '$compose_file' has characters this script does not accept" ;;

@@ -6,6 +6,8 @@
 #   systemd         systemd-analyze verify for the unit file
 #   iproute2        `ip` to bring up loopback in the tests' private network namespace
 #   util-linux      `unshare` for that namespace
+#   nodejs, npm     Pipecat's web client for its test (only when no npm is on PATH: any
+#                   Node.js 18 or newer will do)
 set -euo pipefail
 
 packages=(chromium shellcheck nix-bin systemd iproute2 util-linux)
@@ -15,6 +17,9 @@ for package in "${packages[@]}"; do
     missing+=("$package")
   fi
 done
+if ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
 
 if [ "${#missing[@]}" -eq 0 ]; then
   exit 0

@@ -85,8 +85,32 @@ while :; do
   sleep "$interval"
 done
 
-port="$(setting AGENT_PORT 7860)"
-http_port="$(setting AGENT_HTTP_PORT 7861)"
+port="$(setting AGENT_PORT)"
+http_port="$(setting AGENT_HTTP_PORT)"
+host="$(setting AGENT_HOST)"
+scheme="$(agent_scheme)"
 echo "All services are healthy."
-echo "  From a phone or laptop: https://$(lan_address):${port}/  (accept the self-signed certificate once; see README)"
-echo "  On this machine:        https://localhost:${port}/  or  http://localhost:${http_port}/"
+# Where the page is, as the agent serves it: TLS decides the scheme, AGENT_HOST which
+# addresses answer, and with HTTPS plain HTTP stays on 127.0.0.1 at AGENT_HTTP_PORT.
+if ! is_loopback "$host"; then
+  case "$host" in
+    0.0.0.0|::) address="$(lan_address)" ;;
+    *:*) address="[$host]" ;;
+    *) address="$host" ;;
+  esac
+  if [ "$scheme" = https ]; then
+    note="(accept the self-signed certificate once; see README)"
+  else
+    note="(plain HTTP: browsers there give no microphone; set TLS=auto in .env for HTTPS)"
+  fi
+  echo "  From a phone or laptop: ${scheme}://${address}:${port}/  $note"
+fi
+local_urls=()
+case "$host" in
+  0.0.0.0|::) local_urls+=("${scheme}://localhost:${port}/") ;;
+  *) is_loopback "$host" && local_urls+=("${scheme}://localhost:${port}/") ;;
+esac
+[ "$scheme" = http ] || local_urls+=("http://localhost:${http_port}/")
+if [ "${#local_urls[@]}" -gt 0 ]; then
+  printf '  On this machine:        %s\n' "${local_urls[0]}${local_urls[1]:+  or  ${local_urls[1]}}"
+fi

@@ -14,6 +14,9 @@ import numpy as np
 
 from tests.standins import engines
 
+LOUD_RMS = 300.0
+"""int16 RMS above which a frame of received audio counts as sound, not silence or codec hiss."""
+
 
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     """Read a PCM WAV file as mono int16 samples; returns (samples, sample_rate)."""
@@ -55,6 +58,18 @@ def pad_with_silence(
     head = np.zeros(round(before * sample_rate), dtype=samples.dtype)
     tail = np.zeros(round(after * sample_rate), dtype=samples.dtype)
     return np.concatenate([head, samples, tail])
+
+
+def is_loud(samples: np.ndarray) -> bool:
+    """Whether int16 samples (a 20 ms frame, say) are louder than silence."""
+    return bool(np.sqrt(np.mean(np.asarray(samples, dtype=np.float64) ** 2)) > LOUD_RMS)
+
+
+def trim_silence(samples: np.ndarray, level: int = 300) -> np.ndarray:
+    """Cut the synthesiser's own leading and trailing silence: the samples from the first to
+    the last one whose amplitude is above ``level``."""
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > level)
+    return samples[loud[0] : loud[-1] + 1] if len(loud) else samples
 
 
 def transcribe(audio: str | Path | bytes | np.ndarray, sample_rate: int | None = None) -> str:

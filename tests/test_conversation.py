@@ -7,16 +7,24 @@ the path from the user aggregator on (context → LLM → TTS → WebRTC) is the
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
-import httpx
 import pytest
 import pytest_asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import LLM_MODEL, TTS_MODEL, TTS_VOICE, AgentProcess
+from tests.helpers import (
+    LLM_MODEL,
+    TTS_MODEL,
+    TTS_VOICE,
+    AgentProcess,
+    chat_requests,
+    clear_standin_requests,
+    standin_requests,
+    wait_until,
+)
 from tests.standins.ollama import reply_for
 from tests.webrtc_client import VoiceClient, loopback_only
 
@@ -26,32 +34,38 @@ words = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=8)
 utterances = st.lists(words, min_size=1, max_size=5).map(" ".join)
 
 
+@dataclass
+class TypedSession:
+    client: VoiceClient
+    typed: list[str] = field(default_factory=list)  # every text typed in it, in order
+
+    def type_text(self, text: str, **options: object) -> None:
+        self.client.send_text(text, **options)
+        self.typed.append(text)
+
+
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def session(agent: AgentProcess) -> AsyncIterator[VoiceClient]:
+async def session(agent: AgentProcess) -> AsyncIterator[TypedSession]:
     loopback_only()
     client = VoiceClient(agent.base_url)
     await client.connect()
     await client.wait_for_message(lambda m: m.get("type") == "bot-llm-stopped", timeout=30)
-    client.sent = []  # every text this session has said, in order
-    yield client
+    yield TypedSession(client)
     await client.close()
 
 
-async def chat_requests(ollama_url: str) -> list[dict]:
-    async with httpx.AsyncClient() as http:
-        return (await http.get(f"{ollama_url}/_standin/requests")).json()["chat"]
-
-
 async def wait_for_request_ending_with(ollama_url: str, text: str, after: int) -> dict:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        requests = await chat_requests(ollama_url)
-        for request in requests[after:]:
+    def request_ending_with_text() -> dict | None:
+        for request in chat_requests(ollama_url)[after:]:
             last = request["messages"][-1]
             if last["role"] == "user" and last["content"] == text:
                 return request
-        await asyncio.sleep(0.02)  # polling the stand-in's request log
-    raise TimeoutError(f"the LLM never received {text!r}")
+        return None
+
+    # In a thread: the session's event loop must keep its connection alive meanwhile.
+    return await asyncio.to_thread(
+        wait_until, request_ending_with_text, 30, f"the LLM to receive {text!r}"
+    )
 
 
 def words_of(text: str) -> list[str]:
@@ -66,17 +80,16 @@ def words_of(text: str) -> list[str]:
 @given(turns=st.lists(utterances, min_size=1, max_size=3))
 @pytest.mark.asyncio(loop_scope="module")
 async def test_the_context_keeps_every_turn_in_order(
-    session: VoiceClient, ollama_url: str, turns: list[str]
+    session: TypedSession, ollama_url: str, turns: list[str]
 ) -> None:
     for text in turns:
-        before = len(await chat_requests(ollama_url))
-        session.send_rtvi("send-text", {"content": text, "options": {"run_immediately": True}})
-        session.sent.append(text)
+        before = len(await asyncio.to_thread(chat_requests, ollama_url))
+        session.type_text(text, run_immediately=True)
         request = await wait_for_request_ending_with(ollama_url, text, before)
 
     messages = request["messages"]
     assert messages[0]["role"] == "system"
-    assert [m["content"] for m in messages if m["role"] == "user"] == session.sent
+    assert [m["content"] for m in messages if m["role"] == "user"] == session.typed
     # Each reply in the context is what the LLM said to the messages before it, or the part
     # of it that was spoken before the next turn interrupted it, never anything else.
     for index, message in enumerate(messages):
@@ -88,19 +101,17 @@ async def test_the_context_keeps_every_turn_in_order(
 
 @pytest.mark.asyncio(loop_scope="module")
 async def test_llm_and_tts_requests_have_the_backends_shapes(
-    session: VoiceClient, ollama_url: str, speaches_url: str
+    session: TypedSession, ollama_url: str, speaches_url: str
 ) -> None:
-    async with httpx.AsyncClient() as http:
-        await http.delete(f"{speaches_url}/_standin/requests")
-    session.send_rtvi("send-text", {"content": "tell me a joke", "options": {}})
-    await session.wait_for_message(
+    await asyncio.to_thread(clear_standin_requests, speaches_url)
+    session.type_text("tell me a joke")
+    await session.client.wait_for_message(
         lambda m: m.get("type") == "bot-tts-text" and "joke" in m["data"]["text"], timeout=30
     )
-    request = (await chat_requests(ollama_url))[-1]
+    request = (await asyncio.to_thread(chat_requests, ollama_url))[-1]
     assert request["model"] == LLM_MODEL and request["stream"] is True
 
-    async with httpx.AsyncClient() as http:
-        speech = (await http.get(f"{speaches_url}/_standin/requests")).json()
+    speech = await asyncio.to_thread(standin_requests, speaches_url)
     speech = [r for r in speech if r["path"] == "/v1/audio/speech"]
     assert speech, "no text-to-speech request was made"
     for item in speech:

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.infra.tools import REPO, compose_command
+from tests.helpers import REPO_ROOT as REPO
+from tests.infra.tools import compose_command
 
 pytestmark = pytest.mark.infra
 

@@ -19,11 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra.tools import REPO, need
+from agent.config import VARIABLES
+from tests.helpers import REPO_ROOT as REPO
+from tests.infra.tools import need
 
 pytestmark = pytest.mark.infra
 
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+DEFAULTS = {variable.env: variable.default for variable in VARIABLES}
+# Every file the flake reads when evaluated (Nix sees only these in the copy).
+FLAKE_FILES = ("flake.nix", "pyproject.toml", "requirements.lock", "README.md", ".env.example")
 SYSTEMS = ["x86_64-linux", "aarch64-linux"]
 
 
@@ -97,13 +102,10 @@ class Flake:
         return self.root / "store" / path.lstrip("/")
 
 
-@pytest.fixture(scope="module")
-def flake(tmp_path_factory: pytest.TempPathFactory) -> Flake:
-    need("nix")
-    root = tmp_path_factory.mktemp("nix")
+def copy_flake(root: Path) -> Flake:
     source = root / "flake"
     source.mkdir()
-    for name in ("flake.nix", "pyproject.toml", "requirements.lock", "README.md"):
+    for name in FLAKE_FILES:
         if (REPO / name).exists():
             shutil.copy(REPO / name, source / name)
     shutil.copytree(REPO / "agent", source / "agent", ignore=shutil.ignore_patterns("__pycache__"))
@@ -114,6 +116,12 @@ def flake(tmp_path_factory: pytest.TempPathFactory) -> Flake:
     (source / "agent" / "__pycache__" / "x.pyc").write_text("")
     shutil.copytree(REPO / "tests" / "infra" / "stub-nixpkgs", root / "stub")
     return Flake(root)
+
+
+@pytest.fixture(scope="module")
+def flake(tmp_path_factory: pytest.TempPathFactory) -> Flake:
+    need("nix")
+    return copy_flake(tmp_path_factory.mktemp("nix"))
 
 
 def test_flake_outputs_evaluate(flake: Flake) -> None:
@@ -144,6 +152,9 @@ def test_image_name_tag_entrypoint_and_user(flake: Flake, system: str) -> None:
     assert env["TLS_DIR"].startswith("/data/")
     assert env["PATH"] == entrypoint.removesuffix("/voice-agent")
     assert "7860/tcp" in config["ExposedPorts"]
+    assert list(config["ExposedPorts"]) == [f"{DEFAULTS['AGENT_PORT']}/tcp"]
+    for name, value in env.items():  # only what differs from the agent's own defaults
+        assert DEFAULTS.get(name) != value, f"{name}={value} restates the agent's default"
     labels = config["Labels"]
     assert labels["org.opencontainers.image.title"] == "voice-agent"
     assert labels["org.opencontainers.image.version"] == VERSION
@@ -194,3 +205,15 @@ def test_dev_shell_has_the_project_tools(flake: Flake) -> None:
     names = " ".join(packages)
     for tool in ("python3", "uv", "shellcheck", "docker-compose"):
         assert tool in names, tool
+
+
+def test_the_exposed_port_is_read_from_env_example(tmp_path: Path) -> None:
+    need("nix")
+    flake = copy_flake(tmp_path)
+    example = flake.root / "flake" / ".env.example"
+    text = example.read_text()
+    line = f"\nAGENT_PORT={DEFAULTS['AGENT_PORT']}\n"
+    assert line in text
+    example.write_text(text.replace(line, "\nAGENT_PORT=9443\n"))
+    config = flake.eval("packages.x86_64-linux.image.stubArgs.config")
+    assert list(config["ExposedPorts"]) == ["9443/tcp"]

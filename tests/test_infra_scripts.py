@@ -18,7 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra.tools import REPO, need
+from agent.config import VARIABLES, env_names, load_settings
+from agent.config_docs import COMPOSE_ONLY
+from tests.helpers import REPO_ROOT as REPO
+from tests.infra.tools import need
 
 pytestmark = pytest.mark.infra
 
@@ -72,6 +75,18 @@ def test_dockerfile_passes_hadolint_and_installs_only_the_hashed_lock() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_dockerfile_restates_no_agent_default_and_exposes_the_default_port() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    defaults = {variable.env: variable.default for variable in VARIABLES}
+    instructions = re.findall(r"^ENV (.*?)(?<!\\)\n", text, re.M | re.S)
+    assigned = [pair for block in instructions for pair in re.findall(r"([A-Z_]+)=(\S+)", block)]
+    assert ("TLS_DIR", "/data/tls") in assigned
+    for name, value in assigned:
+        if name in defaults:  # only what differs from the agent's own default
+            assert value != defaults[name], f"{name}={value} restates the agent's default"
+    assert re.findall(r"^EXPOSE (\S+)$", text, re.M) == [defaults["AGENT_PORT"]]
+
+
 # --- a fake docker ------------------------------------------------------------------------
 
 FAKE_DOCKER = r"""#!/usr/bin/env bash
@@ -117,6 +132,10 @@ esac
 """
 
 
+# Settings a developer's shell may hold: the scripts would read them before any file.
+SCRUBBED = {*env_names(), *(c.env for c in COMPOSE_ONLY), "COMPOSE", "MIN_FREE_GB"}
+
+
 class Fake:
     def __init__(self, root: Path) -> None:
         self.dir = root / "fake"
@@ -128,6 +147,7 @@ class Fake:
         docker.chmod(0o755)
         self.work = root / "work"
         self.work.mkdir()
+        self.scripts = REPO / "scripts"  # a test may point this at a copied checkout
 
     def set(self, name: str, text: str) -> None:
         (self.dir / name).write_text(text)
@@ -138,11 +158,7 @@ class Fake:
 
     def run(self, script: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         base_path = os.environ.get("PATH", "/usr/bin:/bin")
-        environment = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.endswith("_PORT") and k not in {"COMPOSE", "MIN_FREE_GB"}
-        }
+        environment = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
         environment.update(
             {
                 "FAKE_DIR": str(self.dir),
@@ -153,7 +169,7 @@ class Fake:
             }
         )
         return subprocess.run(
-            [str(REPO / "scripts" / script), *args],
+            [str(self.scripts / script), *args],
             cwd=self.work,
             capture_output=True,
             text=True,
@@ -183,6 +199,47 @@ def test_wait_healthy_prints_the_urls_when_all_is_healthy(fake: Fake) -> None:
     assert "https://localhost:8443/" in result.stdout
     assert "http://localhost:8080/" in result.stdout
     assert re.search(r"https://\S+:8443/", result.stdout)
+
+
+@pytest.mark.parametrize(
+    ("dotenv", "phone", "here"),
+    [
+        ("TLS=off\n", r"http://\S+:7860/", ["http://localhost:7860/"]),
+        ("TLS=OFF\nAGENT_HOST=0.0.0.0\n", r"http://\S+:7860/", ["http://localhost:7860/"]),
+        ("AGENT_HOST=127.0.0.1\n", None, ["http://localhost:7860/"]),
+        (
+            "AGENT_HOST=127.0.0.1\nTLS=on\n",
+            None,
+            ["https://localhost:7860/", "http://localhost:7861/"],
+        ),
+        ("AGENT_HOST=192.168.1.20\nTLS=off\n", r"http://192\.168\.1\.20:7860/", []),
+        ("AGENT_HOST=192.168.1.20\n", r"https://192\.168\.1\.20:7860/", ["http://localhost:7861/"]),
+    ],
+    ids=["tls-off", "tls-off-caps", "loopback", "loopback-tls-on", "lan-ip-off", "lan-ip"],
+)
+def test_wait_healthy_prints_the_scheme_and_addresses_the_agent_serves(
+    fake: Fake, dotenv: str, phone: str | None, here: list[str]
+) -> None:
+    fake.set("ps.1", HEALTHY)
+    (fake.work / ".env").write_text(dotenv)
+    result = fake.run("wait-healthy.sh")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "All services are healthy."
+    phone_lines = [line for line in lines if "From a phone or laptop:" in line]
+    if phone is None:
+        assert phone_lines == []
+    else:
+        [line] = phone_lines
+        assert re.search(rf"From a phone or laptop: {phone}  ", line), line
+        if line.split()[5].startswith("http:"):
+            assert "no microphone" in line and "TLS=auto" in line
+        else:
+            assert "self-signed certificate" in line
+    local = [line for line in lines if "On this machine:" in line]
+    assert [url for line in local for url in re.findall(r"https?://\S+", line)] == here
+    if "TLS=off" in dotenv or "TLS=OFF" in dotenv:
+        assert "https://" not in result.stdout
 
 
 def test_wait_healthy_waits_for_a_starting_agent(fake: Fake) -> None:
@@ -335,6 +392,90 @@ def test_doctor_gpu_mode_explains_missing_driver_and_toolkit(
     )
     assert result.returncode == 0, result.stdout
     assert "RTX 3060" in result.stdout
+
+
+# --- settings.sh ----------------------------------------------------------------------
+
+
+def settings_call(work: Path, command: str, scripts: Path | None = None, **env: str):
+    library = (scripts or REPO / "scripts") / "settings.sh"
+    environment = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
+    return subprocess.run(
+        ["bash", "-c", f'set -euo pipefail; . "{library}"; {command}'],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        env={**environment, **env},
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_setting_comes_from_the_environment_then_dotenv_then_env_example(
+    tmp_path: Path,
+) -> None:
+    read = "setting AGENT_PORT"
+    assert settings_call(tmp_path, read).stdout == "7860\n"  # .env.example's default
+    (tmp_path / ".env").write_text("# note\nAGENT_PORT=1\nexport AGENT_PORT='8443'\nTLS=\n")
+    assert settings_call(tmp_path, read).stdout == "8443\n"  # last line wins, unquoted
+    assert settings_call(tmp_path, read, AGENT_PORT="9000").stdout == "9000\n"
+    assert settings_call(tmp_path, "setting TLS").stdout == "auto\n"  # empty = default
+    # No value anywhere: the caller's default, else a failure that says which key.
+    assert settings_call(tmp_path, "setting COMPOSE_FILE compose.yaml").stdout == ("compose.yaml\n")
+    missing = settings_call(tmp_path, "port=$(setting NO_SUCH_KEY); echo reached")
+    assert missing.returncode == 1
+    assert "reached" not in missing.stdout
+    assert "no value for NO_SUCH_KEY" in missing.stderr
+
+
+def test_the_scripts_decide_https_exactly_as_the_agent_does(tmp_path: Path) -> None:
+    tls_values = ["auto", "on", "off", "AUTO", ""]
+    hosts = ["0.0.0.0", "::", "127.0.0.1", "127.8.9.10", "localhost", "::1", "192.168.1.20",
+             "homeserver", "fe80::1"]  # fmt: skip
+    cases = [(tls, host) for tls in tls_values for host in hosts]
+    loop = "; ".join(f"TLS='{tls}' AGENT_HOST='{host}' agent_scheme" for tls, host in cases)
+    result = settings_call(tmp_path, loop)
+    assert result.returncode == 0, result.stderr
+    expected = [
+        "https" if load_settings({"TLS": tls, "AGENT_HOST": host}).https else "http"
+        for tls, host in cases
+    ]
+    assert result.stdout.split() == expected
+
+
+def test_doctor_takes_its_default_ports_from_env_example(
+    healthy_host: Fake, tmp_path: Path, listener: int
+) -> None:
+    checkout = tmp_path / "checkout"
+    shutil.copytree(REPO / "scripts", checkout / "scripts")
+    example = (REPO / ".env.example").read_text()
+    assert "\nSPEACHES_PORT=8000\n" in example
+    (checkout / ".env.example").write_text(
+        example.replace("\nSPEACHES_PORT=8000\n", f"\nSPEACHES_PORT={listener}\n")
+    )
+    healthy_host.scripts = checkout / "scripts"
+    free = {}
+    for key in ("AGENT_PORT", "AGENT_HTTP_PORT", "OLLAMA_PORT"):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            free[key] = str(probe.getsockname()[1])
+    result = healthy_host.run("doctor.sh", MIN_FREE_GB="0", **free)
+    assert result.returncode == 1, result.stdout
+    [line] = problems(result.stdout)
+    assert f"port {listener} (speaches)" in line and "SPEACHES_PORT" in line
+
+
+def test_the_minimum_compose_version_is_the_same_everywhere() -> None:
+    [minimum] = re.findall(
+        r'^min_compose="([0-9.]+)"$', (REPO / "scripts/doctor.sh").read_text(), re.M
+    )
+    readme = (REPO / "README.md").read_text()
+    compose = (REPO / "compose.yaml").read_text()
+    assert f"Compose plugin {minimum} or newer" in readme
+    assert f"needs Docker Compose {minimum} or newer" in readme  # the doctor example line
+    assert f"Needs Docker Compose {minimum} or newer" in compose
+    claims = re.findall(r"Compose(?: plugin)? ([0-9]+\.[0-9]+\.[0-9]+) or newer", readme + compose)
+    assert set(claims) == {minimum}
 
 
 # --- Makefile -----------------------------------------------------------------------------

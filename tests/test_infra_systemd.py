@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra.tools import REPO, need
+from tests.helpers import REPO_ROOT as REPO
+from tests.infra.tools import need
 
 pytestmark = pytest.mark.infra
 
@@ -28,7 +29,7 @@ def checkout(tmp_path: Path) -> Path:
     root = tmp_path / "voice-agent"
     (root / "scripts").mkdir(parents=True)
     (root / "systemd").mkdir()
-    for name in ("install-systemd.sh", "uninstall-systemd.sh"):
+    for name in ("install-systemd.sh", "uninstall-systemd.sh", "settings.sh"):
         shutil.copy2(REPO / "scripts" / name, root / "scripts" / name)
     shutil.copy2(REPO / "systemd" / UNIT, root / "systemd" / UNIT)
     return root
@@ -43,7 +44,11 @@ def fake_docker(tmp_path: Path) -> Path:
     return docker
 
 
-def install(checkout: Path, docker: Path, unit_dir: Path, *extra: str) -> str:
+def install(
+    checkout: Path, docker: Path, unit_dir: Path, *extra: str, cwd: Path | None = None, **env: str
+) -> str:
+    # COMPOSE_FILE in a developer's shell would be taken as the user's choice.
+    environment = {k: v for k, v in os.environ.items() if k != "COMPOSE_FILE"}
     result = subprocess.run(
         [
             str(checkout / "scripts" / "install-systemd.sh"),
@@ -56,6 +61,8 @@ def install(checkout: Path, docker: Path, unit_dir: Path, *extra: str) -> str:
         ],
         capture_output=True,
         text=True,
+        env={**environment, **env},
+        cwd=cwd,
         check=False,
     )
     assert result.returncode == 0, result.stderr
@@ -128,6 +135,28 @@ def test_compose_file_chosen_in_dotenv_is_kept(
     assert "COMPOSE_FILE=compose.yaml:compose.gpu.yaml" in unit["Environment"]
 
 
+def test_compose_file_is_read_like_every_other_setting(
+    checkout: Path, fake_docker: Path, tmp_path: Path
+) -> None:
+    """Through scripts/settings.sh: the environment first, then .env's last line."""
+    (checkout / ".env").write_text(
+        "# COMPOSE_FILE=commented.yaml\nCOMPOSE_FILE=old.yaml\n"
+        "export COMPOSE_FILE='compose.yaml:compose.gpu.yaml'\n"
+    )
+    unit = directives(install(checkout, fake_docker, tmp_path / "units"))
+    assert "COMPOSE_FILE=compose.yaml:compose.gpu.yaml" in unit["Environment"]
+    unit = directives(
+        install(checkout, fake_docker, tmp_path / "units", COMPOSE_FILE="compose.yaml")
+    )
+    assert "COMPOSE_FILE=compose.yaml" in unit["Environment"]
+    # The checkout's .env counts, not one where the script is started from.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / ".env").write_text("COMPOSE_FILE=elsewhere.yaml\n")
+    unit = directives(install(checkout, fake_docker, tmp_path / "units", cwd=elsewhere))
+    assert "COMPOSE_FILE=compose.yaml:compose.gpu.yaml" in unit["Environment"]
+
+
 def test_install_refuses_a_checkout_path_systemd_cannot_take(
     tmp_path: Path, fake_docker: Path
 ) -> None:
@@ -135,6 +164,7 @@ def test_install_refuses_a_checkout_path_systemd_cannot_take(
     (root / "scripts").mkdir(parents=True)
     (root / "systemd").mkdir()
     shutil.copy2(REPO / "scripts" / "install-systemd.sh", root / "scripts")
+    shutil.copy2(REPO / "scripts" / "settings.sh", root / "scripts")
     shutil.copy2(REPO / "systemd" / UNIT, root / "systemd")
     result = subprocess.run(
         [str(root / "scripts" / "install-systemd.sh"), "--no-enable", "--unit-dir",

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import httpx
 
-from tests.conftest import (
+from tests.helpers import (
     LLM_MODEL,
     STT_MODEL,
     TTS_MODEL,
     agent_env,
     free_port,
+    ollama_pulls,
     run_agent,
+    speaches_downloads,
+    standin_requests,
     wait_until,
 )
 from tests.standins.process import start_standin
@@ -49,9 +52,9 @@ def test_a_missing_ollama_model_is_pulled_with_progress_then_warmed() -> None:
         assert len(progress_lines) < 40, "progress is logged at intervals, not per line"
         tags = httpx.get(f"{ollama}/api/tags").json()["models"]
         assert [entry["name"] for entry in tags] == [LLM_MODEL]
-        calls = httpx.get(f"{ollama}/_standin/requests").json()
-        assert [call["model"] for call in calls["pull"]] == [LLM_MODEL]
-        assert calls["generate"][-1]["keep_alive"] == -1, "the model was not warmed up"
+        assert ollama_pulls(ollama) == [LLM_MODEL]
+        warm_up = standin_requests(ollama)["generate"][-1]
+        assert warm_up["keep_alive"] == -1, "the model was not warmed up"
 
 
 def test_missing_speaches_models_are_downloaded() -> None:
@@ -64,11 +67,29 @@ def test_missing_speaches_models_are_downloaded() -> None:
         assert models[TTS_MODEL]["installed"] is True
         installed = {m["id"] for m in httpx.get(f"{speaches}/v1/models").json()["data"]}
         assert installed == {STT_MODEL, TTS_MODEL}
-        requests = httpx.get(f"{speaches}/_standin/requests").json()
-        pulls = [
-            r["path"] for r in requests if r["method"] == "POST" and "/v1/models/" in r["path"]
+        downloads = speaches_downloads(speaches)
+        assert downloads == [f"/v1/models/{TTS_MODEL}"], "only the missing model is downloaded"
+
+
+def test_speaches_that_cannot_download_is_failing_not_unreachable_and_said_once() -> None:
+    with (
+        start_standin("tests.standins.speaches", "--offline") as (_, speaches),
+        start_standin("tests.standins.ollama", "--installed", LLM_MODEL) as (_, ollama),
+        run_agent(agent_env(speaches, ollama), ready=False) as agent,
+    ):
+        wait_until(lambda: len(speaches_downloads(speaches)) >= 4, what="several download tries")
+        body = health(agent).json()
+        told = [
+            line
+            for line in agent.log_events("backend not ready, retrying")
+            if line["backend"] == "speaches"
         ]
-        assert pulls == [f"/v1/models/{TTS_MODEL}"], "only the missing model is downloaded"
+    state = body["backends"]["speaches"]
+    assert state["reachable"] is True, "Speaches answered: it is not unreachable"
+    wanted = f"Speaches is up but could not download {STT_MODEL} (HTTP 500)"
+    assert wanted in state["models"][STT_MODEL]["error"]
+    assert wanted in body["reason"] and "unreachable" not in body["reason"]
+    assert len(told) == 1, f"the same problem was logged {len(told)} times"
 
 
 def test_unreachable_backends_at_start_then_recovery() -> None:

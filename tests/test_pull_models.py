@@ -17,8 +17,17 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from tests.conftest import STT_MODEL, TTS_MODEL, free_port
-from tests.standins.process import REPO_ROOT, start_standin, stop
+from tests.helpers import (
+    REPO_ROOT,
+    STT_MODEL,
+    TTS_MODEL,
+    clear_standin_requests,
+    free_port,
+    ollama_pulls,
+    speaches_downloads,
+    without_agent_settings,
+)
+from tests.standins.process import start_standin, stop
 
 MODEL = "llama3.2:3b"
 SPEECH_MODELS = (STT_MODEL, TTS_MODEL)
@@ -28,9 +37,7 @@ PULL_MODELS = [sys.executable, "-m", "agent", "pull-models"]
 
 
 def pull_env(ollama: str, speaches: str) -> dict[str, str]:
-    ours = ("AGENT_", "OLLAMA_", "SPEACHES_", "STT_", "TTS_", "LOG_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
-    env.update(
+    return without_agent_settings(
         OLLAMA_BASE_URL=ollama,
         SPEACHES_BASE_URL=speaches,
         OLLAMA_MODEL=MODEL,
@@ -39,7 +46,6 @@ def pull_env(ollama: str, speaches: str) -> dict[str, str]:
         LOG_FORMAT="json",
         PYTHONUNBUFFERED="1",
     )
-    return env
 
 
 @dataclass
@@ -132,20 +138,6 @@ def resumed_at(output: str) -> int | None:
     return int(match[1]) if match else None
 
 
-def ollama_pulls(ollama: str) -> list[str]:
-    return [call["model"] for call in httpx.get(f"{ollama}/_standin/requests").json()["pull"]]
-
-
-def speaches_pulls(speaches: str) -> list[str]:
-    requests = httpx.get(f"{speaches}/_standin/requests").json()
-    return [r["path"] for r in requests if r["method"] == "POST" and "/v1/models/" in r["path"]]
-
-
-def clear_logs(*standins: str) -> None:
-    for url in standins:
-        httpx.delete(f"{url}/_standin/requests").raise_for_status()
-
-
 def test_first_run_shows_progress_and_a_second_run_is_a_no_op() -> None:
     one_second_pull = ["--model-size-bytes", "3000000", "--pull-bytes-per-sec", "3000000"]
     with (
@@ -170,9 +162,9 @@ def test_first_run_shows_progress_and_a_second_run_is_a_no_op() -> None:
             assert done and float(done[1]) >= 0.3, first.output
         assert first.output.rstrip().endswith("All models are present.")
         assert ollama_pulls(ollama) == [MODEL]
-        assert speaches_pulls(speaches) == [f"/v1/models/{m}" for m in SPEECH_MODELS]
+        assert speaches_downloads(speaches) == [f"/v1/models/{m}" for m in SPEECH_MODELS]
 
-        clear_logs(ollama, speaches)
+        clear_standin_requests(ollama, speaches)
         second = run_pull(pull_env(ollama, speaches))
         assert second.code == 0, second.output
         for model in (MODEL, *SPEECH_MODELS):
@@ -180,7 +172,7 @@ def test_first_run_shows_progress_and_a_second_run_is_a_no_op() -> None:
         assert "All models are present." in second.output
         assert percents(second.output) == [] and "done in" not in second.output
         assert ollama_pulls(ollama) == [], "a second run must not pull"
-        assert speaches_pulls(speaches) == [], "a second run must not download"
+        assert speaches_downloads(speaches) == [], "a second run must not download"
         # Start-up (Python, imports) is most of it; no pull, no retry wait.
         assert second.secs < 15, f"a no-op run took {second.secs:.1f} s"
 
@@ -254,6 +246,28 @@ def test_unreachable_backends_get_one_clear_line_each_and_exit_1() -> None:
         line = f"✗ cannot reach {name} at {url}: connection refused — is it running? (make up)"
         assert result.output.count(line) == 1, result.output
     assert result.secs < 30, f"the retries took {result.secs:.1f} s, not a few seconds"
+
+
+def test_speaches_without_the_model_hub_is_told_apart_from_speaches_being_down() -> None:
+    """Speaches 0.8.3 offline answers every download 500 and drops the connection: each
+    model gets its own true line, not a 'lost Speaches … ReadError' for the next one."""
+    with (
+        start_standin("tests.standins.ollama", "--installed", MODEL) as (_, ollama),
+        start_standin("tests.standins.speaches", "--offline") as (_, speaches),
+    ):
+        result = run_pull(pull_env(ollama, speaches))
+        downloads = speaches_downloads(speaches)
+    assert result.code == 1, result.output
+    assert "Traceback" not in result.output
+    for model_id in SPEECH_MODELS:
+        line = (
+            f"✗ Speaches is up but could not download {model_id} (HTTP 500): the first "
+            "download of a model needs internet access to the model hub"
+        )
+        assert result.output.count(line) == 1, result.output
+    assert "lost Speaches" not in result.output and "ReadError" not in result.output
+    assert "cannot reach" not in result.output
+    assert downloads == [f"/v1/models/{m}" for m in SPEECH_MODELS], "each tried once"
 
 
 def test_a_backend_that_comes_up_during_the_retries_is_used() -> None:

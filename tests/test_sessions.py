@@ -8,13 +8,13 @@ import time
 
 import httpx
 import pytest
-from aiortc import RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import AgentProcess, agent_env, run_agent
-from tests.conftest import active_sessions as sync_active_sessions
-from tests.conftest import wait_for_active as sync_wait_for_active
+from tests.helpers import AgentProcess, agent_env, chat_requests, run_agent
+from tests.helpers import active_sessions as sync_active_sessions
+from tests.helpers import wait_for_active as sync_wait_for_active
 from tests.webrtc_client import VoiceClient, loopback_only
 
 pytestmark = pytest.mark.voice
@@ -30,27 +30,28 @@ def is_type(kind: str):
     return lambda message: message.get("type") == kind
 
 
+# In a thread: the clients' event loop must keep their connections alive meanwhile.
 async def active_sessions(base_url: str) -> int:
     return await asyncio.to_thread(sync_active_sessions, base_url)
 
 
 async def wait_for_active(base_url: str, count: int, timeout: float = 20.0) -> None:
-    # In a thread: the clients' event loop must keep their connections alive meanwhile.
     await asyncio.to_thread(sync_wait_for_active, base_url, count, timeout)
 
 
 async def chat_log(ollama_url: str) -> list[dict]:
-    async with httpx.AsyncClient() as http:
-        return (await http.get(f"{ollama_url}/_standin/requests")).json()["chat"]
-
-
-def send_text(client: VoiceClient, text: str) -> None:
-    client.send_rtvi("send-text", {"content": text, "options": {"run_immediately": True}})
+    return await asyncio.to_thread(chat_requests, ollama_url)
 
 
 @pytest.fixture(autouse=True)
 def _loopback() -> None:
     loopback_only()
+
+
+@pytest.fixture(scope="module")
+def seen_pc_ids() -> set[str]:
+    """Every session id the module's agent has handed out so far."""
+    return set()
 
 
 @PROPERTY
@@ -63,12 +64,12 @@ def _loopback() -> None:
 async def test_any_valid_offer_gets_a_session_a_greeting_and_is_released(
     agent: AgentProcess,
     ollama_url: str,
+    seen_pc_ids: set[str],
     data_channel: bool,
     video: str | None,
     hang_up: str,
     linger: float,
 ) -> None:
-    seen_pc_ids = agent.__dict__.setdefault("seen_pc_ids", set())
     requests_before = len(await chat_log(ollama_url))
     client = VoiceClient(agent.base_url, data_channel=data_channel, video=video)
     connected_at = time.time()
@@ -107,7 +108,7 @@ async def test_sessions_at_the_same_time_do_not_share_a_conversation(
         for client in clients:
             await client.wait_for_message(is_type("bot-stopped-speaking"), timeout=30)
         for index, client in enumerate(clients):
-            send_text(client, f"my favourite number is {index + 7}")
+            client.send_text(f"my favourite number is {index + 7}", run_immediately=True)
         replies = [
             await client.wait_for_message(
                 lambda m: m.get("type") == "bot-transcription" and "said" in m["data"]["text"],
@@ -182,11 +183,53 @@ async def test_a_session_can_be_renegotiated_by_its_pc_id(agent: AgentProcess) -
         assert answer["pc_id"] == first["pc_id"] and answer["type"] == "answer"
         await client.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
         assert await active_sessions(agent.base_url) == 1, "no second session for a renegotiation"
-        send_text(client, "are you still there")
+        client.send_text("are you still there", run_immediately=True)
         await client.wait_for_message(
             lambda m: m.get("type") == "bot-transcription" and "still there" in m["data"]["text"],
             timeout=30,
         )
     finally:
+        await client.close()
+    await wait_for_active(agent.base_url, 0)
+
+
+async def test_an_ice_restart_keeps_the_session_under_its_new_id_once(agent: AgentProcess) -> None:
+    """A restart offer (a new peer connection, `restart_pc`) moves the session to the
+    answer's pc_id; either id is accepted for candidates; the same offer sent twice (a
+    retry, or a copy a stalled network delivered late) restarts only once."""
+    loopback_only()
+    client = VoiceClient(agent.base_url)
+    phone = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # the client after a restart
+    started_before = len(agent.log_events("session started"))
+    try:
+        first = await client.connect()
+        await client.wait_connected()
+        phone.addTransceiver("audio", direction="sendrecv")
+        phone.createDataChannel("chat")
+        await phone.setLocalDescription(await phone.createOffer())
+        restart = {
+            "sdp": phone.localDescription.sdp,
+            "type": "offer",
+            "pc_id": first["pc_id"],
+            "restart_pc": True,
+        }
+        async with httpx.AsyncClient(base_url=agent.base_url, timeout=30) as http:
+            answers = [(await http.post("/api/offer", json=restart)) for _ in range(2)]
+            assert [a.status_code for a in answers] == [200, 200], answers[-1].text
+            new_id = answers[0].json()["pc_id"]
+            assert new_id != first["pc_id"], "a restart is a new peer connection"
+            assert answers[1].json()["pc_id"] == new_id, "the same offer again: the same answer"
+            for pc_id in (first["pc_id"], new_id):
+                patch = {"pc_id": pc_id, "candidates": [{"candidate": "", "sdp_mid": "0"}]}
+                response = await http.patch("/api/offer", json=patch)
+                assert response.status_code == 200, response.text
+        await phone.setRemoteDescription(RTCSessionDescription(answers[0].json()["sdp"], "answer"))
+        await asyncio.to_thread(agent.wait_for_log, "session reconnected")
+        assert await active_sessions(agent.base_url) == 1
+        moved = agent.wait_for_log("session reconnecting")
+        assert [(e["former"], e["session"]) for e in moved] == [(first["pc_id"], new_id)]
+        assert len(agent.log_events("session started")) == started_before + 1
+    finally:
+        await phone.close()
         await client.close()
     await wait_for_active(agent.base_url, 0)

@@ -7,7 +7,7 @@ import math
 import string
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import httpx
@@ -15,19 +15,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import standin_client
 from tests.standins.ollama import GREETING, reply_for
-from tests.standins.process import start_standin
 
 MODEL = "llama3.2:1b"
 SIZE = 400_000
 
 
-@contextmanager
-def standin(*flags: str) -> Iterator[httpx.Client]:
+def standin(*flags: str) -> AbstractContextManager[httpx.Client]:
     """A stand-in process of its own, with `MODEL` installed and the given flags."""
-    args = ("tests.standins.ollama", "--installed", MODEL, *flags)
-    with start_standin(*args) as (_, url), httpx.Client(base_url=url, timeout=10) as client:
-        yield client
+    return standin_client("tests.standins.ollama", "--installed", MODEL, *flags, timeout=10)
 
 
 @pytest.fixture(scope="module")

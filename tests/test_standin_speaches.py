@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -12,27 +11,17 @@ import numpy as np
 import pytest
 
 from tests import audio
+from tests.helpers import standin_client
 from tests.standins.engines import decode_wav, encode_wav
-from tests.standins.process import start_standin
 from tests.standins.speaches import STT_MODEL, TTS_MODEL
 
 MODULE = "tests.standins.speaches"
 FOX = "the quick brown fox jumps over the lazy dog"
 
 
-@contextmanager
-def standin_client(*args: str) -> Iterator[httpx.Client]:
-    """A fresh stand-in process on a free port, and an HTTP client for it."""
-    with (
-        start_standin(MODULE, "--port", "0", *args) as (_, url),
-        httpx.Client(base_url=url, timeout=60) as client,
-    ):
-        yield client
-
-
 @pytest.fixture(scope="module")
 def client() -> Iterator[httpx.Client]:
-    with standin_client("--installed-all", "--warm") as client:
+    with standin_client(MODULE, "--installed-all", "--warm") as client:
         yield client
 
 
@@ -53,7 +42,7 @@ def test_health(client: httpx.Client) -> None:
 
 def test_models_are_pulled_listed_removed_and_persisted(tmp_path: Path) -> None:
     args = ("--state-dir", str(tmp_path), "--pull-seconds", "0.3", "--installed", STT_MODEL)
-    with standin_client(*args) as client:
+    with standin_client(MODULE, *args) as client:
         missing = client.get(f"/v1/models/{TTS_MODEL}")
         assert missing.status_code == 404
         assert "not found" in missing.json()["detail"]
@@ -77,7 +66,7 @@ def test_models_are_pulled_listed_removed_and_persisted(tmp_path: Path) -> None:
         asr = client.get("/v1/models", params={"task": "automatic-speech-recognition"})
         assert [m["id"] for m in asr.json()["data"]] == [STT_MODEL]
 
-    with standin_client("--state-dir", str(tmp_path)) as client:
+    with standin_client(MODULE, "--state-dir", str(tmp_path)) as client:
         ids = {m["id"] for m in client.get("/v1/models").json()["data"]}
         assert ids == {STT_MODEL, TTS_MODEL}, "pulled models survive a restart"
         assert client.delete(f"/v1/models/{TTS_MODEL}").status_code == 200
@@ -162,7 +151,7 @@ def test_delay_and_death_mid_stream() -> None:
     args = ("--installed-all", "--ttfb-ms", "400", "--fail-speech-after-bytes", "1000")
     body = {"model": TTS_MODEL, "input": FOX, "voice": "joe", "response_format": "pcm"}
     received = b""
-    with standin_client(*args) as client:
+    with standin_client(MODULE, *args) as client:
         started = time.monotonic()
         with client.stream("POST", "/v1/audio/speech", json=body) as response:
             assert response.status_code == 200

@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 import numpy as np
 
+from tests.helpers import standin_client
 from tests.standins.engines import encode_wav
-from tests.standins.process import start_standin
 from tests.standins.speaches import STT_MODEL, TTS_MODEL
 
 HEARD = "turn on the kitchen lights"
-
-
-@contextmanager
-def client_for(module: str, *args: str) -> Iterator[httpx.Client]:
-    with (
-        start_standin(module, "--port", "0", *args) as (_, url),
-        httpx.Client(base_url=url, timeout=60) as client,
-    ):
-        yield client
 
 
 def noise_wav(seconds: float = 1.0, rate: int = 16000) -> bytes:
@@ -57,7 +46,7 @@ def speak(client: httpx.Client, text: str) -> tuple[bytes, float]:
 
 def test_fixed_text_answers_every_transcription_after_the_delay() -> None:
     args = ("--installed-all", "--stt-fixed-text", HEARD, "--stt-delay-ms", "300")
-    with client_for("tests.standins.speaches", *args) as client:
+    with standin_client("tests.standins.speaches", *args) as client:
         started = time.monotonic()
         assert transcribe(client, "json").json() == {"text": HEARD}
         assert time.monotonic() - started >= 0.3
@@ -71,7 +60,7 @@ def test_fixed_text_answers_every_transcription_after_the_delay() -> None:
 def test_speech_cache_replays_the_same_pcm_after_the_set_delay() -> None:
     args = ("--installed-all", "--warm", "--stt-fixed-text", HEARD, "--tts-cache")
     args += ("--tts-delay-ms", "250")
-    with client_for("tests.standins.speaches", *args) as client:
+    with standin_client("tests.standins.speaches", *args) as client:
         first, _ = speak(client, "The lights are on now.")
         again, first_byte = speak(client, "The lights are on now.")
         other, _ = speak(client, "The lights are off now.")
@@ -85,7 +74,7 @@ def test_speech_cache_replays_the_same_pcm_after_the_set_delay() -> None:
 def test_stt_and_tts_delays_are_set_apart() -> None:
     args = ("--installed-all", "--stt-fixed-text", HEARD, "--ttfb-ms", "1500")
     args += ("--tts-delay-ms", "0", "--tts-cache")
-    with client_for("tests.standins.speaches", *args) as client:
+    with standin_client("tests.standins.speaches", *args) as client:
         started = time.monotonic()
         transcribe(client, "json")
         assert time.monotonic() - started >= 1.5, "--ttfb-ms stays the STT delay"
@@ -97,7 +86,7 @@ def test_stt_and_tts_delays_are_set_apart() -> None:
 def test_ollama_fixed_reply_streams_the_same_words_whatever_was_said() -> None:
     reply = "Okay, the kitchen lights are on now."
     args = ("--installed", "llama3.2:1b", "--reply", reply, "--tokens-per-sec", "50")
-    with client_for("tests.standins.ollama", *args) as client:
+    with standin_client("tests.standins.ollama", *args) as client:
         for said in ("hello", "what time is it"):
             body = {
                 "model": "llama3.2:1b",

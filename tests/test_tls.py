@@ -9,7 +9,7 @@ import pytest
 from cryptography import x509
 
 from agent.tls import GENERATED_MARKER, _generate, ensure_certificate, fingerprint, local_names
-from tests.conftest import agent_env, free_port, run_agent
+from tests.helpers import agent_env, free_port, run_agent
 
 
 def san_names(cert_path) -> set[str]:

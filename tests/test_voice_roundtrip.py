@@ -11,33 +11,34 @@ import asyncio
 import json
 import time
 
-import httpx
 import numpy as np
 import pytest
 
-from tests.audio import normalize_words, pad_with_silence, synthesize, transcribe
-from tests.conftest import STT_MODEL, AgentProcess
+from tests.audio import normalize_words, pad_with_silence, synthesize, transcribe, trim_silence
+from tests.helpers import STT_MODEL, AgentProcess, chat_requests, standin_requests
+from tests.standins.ollama import GREETING  # the LLM stand-in's answer to the greeting turn
 from tests.webrtc_client import SAMPLE_RATE, VoiceClient, loopback_only
 
 pytestmark = pytest.mark.voice
 
 FIRST = "What is the weather like in Paris today"
 SECOND = "Please turn on the kitchen lights"
-GREETING = "Hello! I am your home voice assistant. How can I help you today?"
 
 
+# Speech engines run in a thread: the client's event loop must keep its audio flowing.
 async def hear(samples) -> list[str]:
-    # In a thread: the client's event loop must keep sending microphone frames meanwhile.
     return normalize_words(await asyncio.to_thread(transcribe, samples, SAMPLE_RATE))
+
+
+async def spoken(text: str) -> np.ndarray:
+    return await asyncio.to_thread(synthesize, text, SAMPLE_RATE)
 
 
 async def speak_and_hear(client: VoiceClient, sentence: str) -> tuple[list[str], float]:
     """Say ``sentence``; return the words of the reply and end-of-speech → reply-audio secs."""
-    speech = await asyncio.to_thread(synthesize, sentence, SAMPLE_RATE)
+    speech = await spoken(sentence)
     since = len(client.messages)
-    await client.microphone.say(pad_with_silence(speech, SAMPLE_RATE, 0.3, 0.0)).wait()
-    spoke_until = client.microphone.speech_ended_at
-    assert spoke_until is not None
+    spoke_until = await client.microphone.say(pad_with_silence(speech, SAMPLE_RATE, 0.3, 0.0))
     await client.wait_for_spoken_reply(since)
     onset = client.recording.first_sound_after(spoke_until)
     assert onset is not None
@@ -50,11 +51,6 @@ def contains_in_order(words: list[str], expected: list[str]) -> bool:
         if position < len(expected) and word == expected[position]:
             position += 1
     return position == len(expected)
-
-
-async def chat_requests(ollama_url: str) -> list[dict]:
-    async with httpx.AsyncClient(base_url=ollama_url) as http:
-        return (await http.get("/_standin/requests")).json()["chat"]
 
 
 async def test_greeting_then_two_turns_with_the_whole_conversation(
@@ -79,8 +75,7 @@ async def test_greeting_then_two_turns_with_the_whole_conversation(
     finally:
         await client.close()
 
-    async with httpx.AsyncClient() as http:
-        speaches_log = (await http.get(f"{speaches_url}/_standin/requests")).json()
+    speaches_log = await asyncio.to_thread(standin_requests, speaches_url)
     uploads = [r for r in speaches_log if r["path"] == "/v1/audio/transcriptions"]
     assert uploads, "no speech-to-text request was made"
     for upload in uploads:  # OpenAI's transcription shape, as Speaches takes it
@@ -88,7 +83,7 @@ async def test_greeting_then_two_turns_with_the_whole_conversation(
         assert {"file", "model", "language"} <= set(upload["fields"])
         assert upload["model"] == STT_MODEL and upload["language"] == "en"
 
-    last_request = (await chat_requests(ollama_url))[-1]
+    last_request = (await asyncio.to_thread(chat_requests, ollama_url))[-1]
     roles = [message["role"] for message in last_request["messages"]]
     assert roles == ["system", "assistant", "user", "assistant", "user"], roles
     assert last_request["stream"] is True
@@ -101,49 +96,22 @@ async def test_greeting_then_two_turns_with_the_whole_conversation(
 PAUSE_SECS = 0.35
 
 
-def trim(samples: np.ndarray, threshold: int = 300) -> np.ndarray:
-    """Cut the synthesiser's own leading and trailing silence, so a pause is what we say."""
-    loud = np.flatnonzero(np.abs(samples) > threshold)
-    return samples[loud[0] : loud[-1] + 1] if len(loud) else samples
-
-
-def quiet_from(recording, start: float, quiet_secs: float) -> float | None:
-    """Wall time from which received audio stayed below speech level for ``quiet_secs``."""
-    quiet_since = None
-    for at, samples in recording.frames:
-        if at < start:
-            continue
-        loud = np.sqrt(np.mean(samples.astype(np.float64) ** 2)) > 300
-        if loud:
-            quiet_since = None
-        elif quiet_since is None:
-            quiet_since = at
-        elif at - quiet_since >= quiet_secs:
-            return quiet_since
-    return None
-
-
 async def test_speaking_over_the_greeting_stops_it(agent: AgentProcess) -> None:
     loopback_only()
-    greeting_secs = len(await asyncio.to_thread(synthesize, GREETING, SAMPLE_RATE)) / SAMPLE_RATE
-    interruption = await asyncio.to_thread(synthesize, "Sorry, stop please", SAMPLE_RATE)
+    greeting_secs = len(await spoken(GREETING)) / SAMPLE_RATE
+    interruption = await spoken("Sorry, stop please")
     client = VoiceClient(agent.base_url)
     connected_at = time.time()
     await client.connect()
     try:
         greeting_onset = await client.wait_for_sound(after=connected_at, timeout=60)
-        client.microphone.say(interruption)
+        client.microphone.say(interruption)  # not awaited: the bot goes on talking meanwhile
         speech_started = time.time()
         await client.wait_for_message(lambda m: m.get("type") == "user-started-speaking")
         await client.wait_for_message(lambda m: m.get("type") == "bot-interrupted")
-        async with client._new_audio:
-            await asyncio.wait_for(
-                client._new_audio.wait_for(
-                    lambda: quiet_from(client.recording, speech_started, 0.5)
-                ),
-                30,
-            )
-        stopped_at = quiet_from(client.recording, speech_started, 0.5)
+        stopped_at = await client.wait_for_audio(
+            lambda recording: recording.quiet_from(speech_started, 0.5), 30, "quiet"
+        )
     finally:
         await client.close()
     natural_end = greeting_onset + greeting_secs
@@ -155,22 +123,22 @@ async def test_a_pause_inside_a_sentence_does_not_cut_the_user_off(
     agent: AgentProcess, ollama_url: str
 ) -> None:
     loopback_only()
-    first_half = trim(await asyncio.to_thread(synthesize, "I would like to know", SAMPLE_RATE))
-    second_half = trim(await asyncio.to_thread(synthesize, "the weather in Paris", SAMPLE_RATE))
+    # Without the synthesiser's own silence at either end, the pause is only what we put in.
+    first_half = trim_silence(await spoken("I would like to know"))
+    second_half = trim_silence(await spoken("the weather in Paris"))
     comma = np.zeros(int(PAUSE_SECS * SAMPLE_RATE), np.int16)  # a natural mid-sentence pause
     client = VoiceClient(agent.base_url)
     await client.connect()
     try:
         await client.wait_for_spoken_reply(since=0)  # the greeting
-        requests_before = len(await chat_requests(ollama_url))
+        requests_before = len(await asyncio.to_thread(chat_requests, ollama_url))
         since = len(client.messages)
-        await client.microphone.say(np.concatenate([first_half, comma, second_half])).wait()
-        spoke_until = client.microphone.speech_ended_at
+        spoke_until = await client.microphone.say(np.concatenate([first_half, comma, second_half]))
         await client.wait_for_spoken_reply(since)
         heard = await hear(client.recording.since(spoke_until))
     finally:
         await client.close()
-    new_requests = (await chat_requests(ollama_url))[requests_before:]
+    new_requests = (await asyncio.to_thread(chat_requests, ollama_url))[requests_before:]
     assert len(new_requests) == 1, "the pause ended the user's turn early"
     said = new_requests[0]["messages"][-1]["content"]
     # Both halves in one turn ("Paris" alone is often heard as "pairs" by Whisper tiny).

@@ -3,18 +3,22 @@
 It sends a microphone track (silence, or speech you hand it, paced in real time), records
 the audio it receives with the wall-clock time of each frame, and keeps the RTVI
 messages that arrive on the data channel. Signalling goes through the agent's HTTP API.
+Tests read what arrived through the ``wait_for_*`` methods, which return what they found.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import fractions
 import json
 import re
 import time
 import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 import aioice.ice
 import httpx
@@ -22,10 +26,15 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from av import AudioFrame
 
+from tests.audio import is_loud, resample
+from tests.standins.engines import float_to_int16
+
 SAMPLE_RATE = 48000
 FRAME_SAMPLES = 960  # 20 ms
 RTVI_VERSION = "2.2.0"
 CLIENT_READY = {"version": RTVI_VERSION, "about": {"library": "tests"}}
+
+T = TypeVar("T")
 
 
 def loopback_only() -> None:
@@ -43,15 +52,15 @@ class Microphone(MediaStreamTrack):
         self._pending = np.zeros(0, dtype=np.int16)
         self._start: float | None = None
         self._sent = 0
-        self.speech_ended_at: float | None = None  # wall time the last speech sample went out
-        self._speech_done = asyncio.Event()
+        self._speaking: list[asyncio.Future[float]] = []
 
-    def say(self, samples_48k: np.ndarray) -> asyncio.Event:
-        """Queue speech (int16, 48 kHz mono); the returned event is set once it is all sent."""
+    def say(self, samples_48k: np.ndarray) -> asyncio.Future[float]:
+        """Queue speech (int16, 48 kHz mono). The returned future resolves, once all queued
+        speech is sent, to the wall time its last sample went out."""
         self._pending = np.concatenate([self._pending, samples_48k.astype(np.int16)])
-        self._speech_done = asyncio.Event()
-        self.speech_ended_at = None
-        return self._speech_done
+        done = asyncio.get_running_loop().create_future()
+        self._speaking.append(done)
+        return done
 
     async def recv(self) -> AudioFrame:
         if self._start is None:
@@ -64,9 +73,12 @@ class Microphone(MediaStreamTrack):
         self._pending = self._pending[FRAME_SAMPLES:]
         if len(chunk) < FRAME_SAMPLES:
             chunk = np.concatenate([chunk, np.zeros(FRAME_SAMPLES - len(chunk), np.int16)])
-        if not len(self._pending) and not self._speech_done.is_set():
-            self.speech_ended_at = time.time()
-            self._speech_done.set()
+        if not len(self._pending) and self._speaking:
+            ended_at = time.time()
+            for done in self._speaking:
+                if not done.done():
+                    done.set_result(ended_at)
+            self._speaking.clear()
         frame = AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = SAMPLE_RATE
         frame.pts = self._sent
@@ -75,26 +87,48 @@ class Microphone(MediaStreamTrack):
         return frame
 
 
+class Frame(NamedTuple):
+    at: float  # wall time of arrival
+    samples: np.ndarray  # mono int16 at 48 kHz
+    loud: bool
+
+
 @dataclass
 class Recording:
-    """Received audio as (wall time, mono int16 at 48 kHz) frames."""
+    """Received audio, frame by frame; loudness is judged once, as each frame arrives."""
 
-    frames: list[tuple[float, np.ndarray]] = field(default_factory=list)
+    frames: list[Frame] = field(default_factory=list)
+    loud_times: list[float] = field(default_factory=list)  # arrival order is time order
+
+    def add(self, at: float, samples: np.ndarray) -> None:
+        frame = Frame(at, samples, is_loud(samples))
+        self.frames.append(frame)
+        if frame.loud:
+            self.loud_times.append(at)
 
     def since(self, start: float) -> np.ndarray:
-        parts = [samples for at, samples in self.frames if at >= start]
+        parts = [frame.samples for frame in self.frames if frame.at >= start]
         return np.concatenate(parts) if parts else np.zeros(0, np.int16)
 
-    def first_sound_after(self, start: float, threshold: float = 300.0) -> float | None:
-        for at, samples in self.frames:
-            if at >= start and np.sqrt(np.mean(samples.astype(np.float64) ** 2)) > threshold:
-                return at
-        return None
+    def first_sound_after(self, start: float) -> float | None:
+        index = bisect.bisect_left(self.loud_times, start)
+        return self.loud_times[index] if index < len(self.loud_times) else None
 
-    def last_sound(self, threshold: float = 300.0) -> float | None:
-        for at, samples in reversed(self.frames):
-            if np.sqrt(np.mean(samples.astype(np.float64) ** 2)) > threshold:
-                return at
+    def last_sound(self) -> float | None:
+        return self.loud_times[-1] if self.loud_times else None
+
+    def quiet_from(self, start: float, quiet_secs: float) -> float | None:
+        """The wall time from which audio after ``start`` stayed quiet for ``quiet_secs``."""
+        quiet_since = None
+        for frame in self.frames:
+            if frame.at < start:
+                continue
+            if frame.loud:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = frame.at
+            elif frame.at - quiet_since >= quiet_secs:
+                return quiet_since
         return None
 
 
@@ -108,6 +142,7 @@ class VoiceClient:
         self.microphone = Microphone()
         self.recording = Recording()
         self.messages: list[dict[str, Any]] = []
+        self.counts: Counter[str] = Counter()  # RTVI messages received, by type
         self.pc_id: str | None = None
         self._new_message = asyncio.Condition()
         self._new_audio = asyncio.Condition()
@@ -125,7 +160,9 @@ class VoiceClient:
 
             @self.channel.on("message")
             def on_message(raw: str) -> None:
-                self.messages.append(json.loads(raw))
+                message = json.loads(raw)
+                self.messages.append(message)
+                self.counts[str(message.get("type"))] += 1
                 self._tasks.append(asyncio.ensure_future(self._notify(self._new_message)))
 
         @self.pc.on("connectionstatechange")
@@ -153,21 +190,41 @@ class VoiceClient:
         message = {"label": "rtvi-ai", "type": kind, "id": uuid.uuid4().hex[:8], "data": data}
         self.channel.send(json.dumps(message))
 
+    def send_text(self, text: str, **options: Any) -> None:
+        """Type ``text`` to the bot (RTVI ``send-text``), e.g. with ``run_immediately=True``."""
+        self.send_rtvi("send-text", {"content": text, "options": options})
+
     @staticmethod
     async def _notify(condition: asyncio.Condition) -> None:
         async with condition:
             condition.notify_all()
 
-    async def wait_for_message(self, predicate, timeout: float = 30.0) -> dict[str, Any]:
-        async def find():
-            async with self._new_message:
-                while True:
-                    for message in self.messages:
-                        if predicate(message):
-                            return message
-                    await self._new_message.wait()
+    @staticmethod
+    async def _wait(
+        condition: asyncio.Condition, found: Callable[[], T], timeout: float, what: str
+    ) -> T:
+        """Wait until ``found()`` returns something truthy, re-checked on each notification."""
 
-        return await asyncio.wait_for(find(), timeout)
+        async def satisfied() -> T:
+            async with condition:
+                return await condition.wait_for(found)
+
+        return await _within(satisfied(), timeout, what)
+
+    async def wait_for_message(self, predicate, timeout: float = 30.0) -> dict[str, Any]:
+        """The first RTVI message ``predicate`` accepts, once it has arrived."""
+        return await self._wait(
+            self._new_message,
+            lambda: next((m for m in self.messages if predicate(m)), None),
+            timeout,
+            "matching RTVI message",
+        )
+
+    async def wait_for_count(self, kind: str, count: int, timeout: float = 30.0) -> None:
+        """Wait until ``count`` RTVI messages of type ``kind`` have arrived in all."""
+        await self._wait(
+            self._new_message, lambda: self.counts[kind] >= count, timeout, f"{kind!r} #{count}"
+        )
 
     async def _record(self, track) -> None:
         while True:
@@ -177,37 +234,41 @@ class VoiceClient:
                 return
             samples = frame.to_ndarray()
             if frame.format.name != "s16":
-                samples = (samples * 32767).astype(np.int16)
+                samples = float_to_int16(samples)
             channels = len(frame.layout.channels)
             mono = samples.reshape(-1, channels)[:, 0] if channels > 1 else samples.reshape(-1)
             if frame.sample_rate != SAMPLE_RATE:
                 mono = resample(mono, frame.sample_rate, SAMPLE_RATE)
-            self.recording.frames.append((time.time(), mono.astype(np.int16)))
+            self.recording.add(time.time(), mono.astype(np.int16))
             await self._notify(self._new_audio)
 
+    async def wait_for_audio(
+        self, found: Callable[[Recording], T], timeout: float = 30.0, what: str = "audio"
+    ) -> T:
+        """Wait until ``found(recording)`` is truthy, re-checked as each frame arrives."""
+        return await self._wait(self._new_audio, lambda: found(self.recording), timeout, what)
+
     async def wait_connected(self, timeout: float = 20.0) -> None:
-        async with self._state_changed:
-            await asyncio.wait_for(
-                self._state_changed.wait_for(lambda: self.pc.connectionState == "connected"),
-                timeout,
-            )
+        await self._wait(
+            self._state_changed,
+            lambda: self.pc.connectionState == "connected",
+            timeout,
+            "connection",
+        )
 
     async def wait_for_sound(self, after: float, timeout: float = 30.0) -> float:
-        """Wait for received audio louder than silence after wall time ``after``."""
-        async with self._new_audio:
-            await asyncio.wait_for(
-                self._new_audio.wait_for(lambda: self.recording.first_sound_after(after)),
-                timeout,
-            )
-        onset = self.recording.first_sound_after(after)
-        assert onset is not None
-        return onset
+        """Wait for received audio louder than silence after wall time ``after``; returns
+        the wall time of its first loud frame."""
+        return await self.wait_for_audio(
+            lambda recording: recording.first_sound_after(after), timeout, "sound"
+        )
 
     async def wait_for_spoken_reply(self, since: int, timeout: float = 60.0) -> None:
         """Wait until the bot has said its whole reply, judged by its RTVI messages after
-        index ``since``: the LLM finished, each sentence went through TTS, and the bot
-        stopped speaking after the last one. (Silence alone is no sign: on a loaded machine
-        the pause between two sentences can be long.) Then let the last audio arrive."""
+        index ``since``: the LLM finished, all its speech was made, each sentence was
+        spoken, and the bot stopped speaking after the last one. (Silence alone is no sign:
+        on a loaded machine speech still being made can arrive with gaps.) Then let the
+        last audio arrive."""
 
         def said_it_all() -> bool:
             new = self.messages[since:]
@@ -217,10 +278,12 @@ class VoiceClient:
             text = "".join(m["data"]["text"] for m in new if m.get("type") == "bot-llm-text")
             sentences = max(1, len(re.findall(r"[.!?](?:\s|$)", text.strip())))
             spoken = [i for i, kind in enumerate(kinds) if kind == "bot-tts-text"]
-            return len(spoken) >= sentences and "bot-stopped-speaking" in kinds[spoken[-1] :]
+            # bot-tts-stopped comes once all speech is made, before it has all played.
+            if len(spoken) < sentences or "bot-tts-stopped" not in kinds:
+                return False
+            return "bot-stopped-speaking" in kinds[spoken[-1] :]
 
-        async with self._new_message:
-            await asyncio.wait_for(self._new_message.wait_for(said_it_all), timeout)
+        await self._wait(self._new_message, said_it_all, timeout, "whole spoken reply")
         await self.wait_for_silence_after_speech(time.time() - 3, quiet_secs=0.5, timeout=10)
 
     async def wait_for_silence_after_speech(
@@ -228,16 +291,14 @@ class VoiceClient:
     ) -> float:
         """Wait until reply audio began after ``start`` and then stayed quiet; returns onset."""
 
-        def replied_then_quiet() -> bool:
-            onset = self.recording.first_sound_after(start)
-            last = self.recording.last_sound()
-            return onset is not None and last is not None and time.time() - last >= quiet_secs
+        def onset_then_quiet(recording: Recording) -> float | None:
+            onset = recording.first_sound_after(start)
+            last = recording.last_sound()
+            if onset is None or last is None or time.time() - last < quiet_secs:
+                return None
+            return onset
 
-        async with self._new_audio:
-            await asyncio.wait_for(self._new_audio.wait_for(replied_then_quiet), timeout)
-        onset = self.recording.first_sound_after(start)
-        assert onset is not None
-        return onset
+        return await self.wait_for_audio(onset_then_quiet, timeout, "reply followed by quiet")
 
     async def close(self) -> None:
         await self.pc.close()
@@ -246,12 +307,9 @@ class VoiceClient:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
-    if source_rate == target_rate or not len(samples):
-        return samples
-    duration = len(samples) / source_rate
-    target_len = round(duration * target_rate)
-    positions = np.linspace(0, len(samples) - 1, target_len)
-    return np.interp(positions, np.arange(len(samples)), samples.astype(np.float64)).astype(
-        np.int16
-    )
+async def _within(waiting: Awaitable[T], timeout: float, what: str) -> T:
+    """``waiting``'s result, or a TimeoutError that says what did not come."""
+    try:
+        return await asyncio.wait_for(waiting, timeout)
+    except TimeoutError:
+        raise TimeoutError(f"no {what} within {timeout:g} s") from None

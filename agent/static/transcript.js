@@ -86,7 +86,7 @@ export class Transcript {
     this.botSpeaking = false;
   }
 
-  // RTVI "bot-output" (protocol 2.x), one message per change of a segment
+  // RTVI "bot-output", one message per change of a segment
   // (a sentence, usually). Words already spoken are shown plainly; words
   // being spoken or about to be are shown dimmed (.pending):
   //   "new"          the segment starts: all of it pending (for a TTS without
@@ -108,9 +108,8 @@ export class Transcript {
       case "new":
         [spoken, pending] = data.will_be_spoken === false ? [text, ""] : ["", text];
         break;
-      default: // an older or unknown shape: show what it says was spoken
-        if (data.spoken === false) return;
-        [spoken, pending] = [text, ""];
+      default: // not a protocol 2.x message
+        return;
     }
     const id = data.segment_id ?? null;
     // A segment stays in the entry it started in, even if a new turn began since.
@@ -118,16 +117,6 @@ export class Transcript {
     if (id !== null) this.segmentOwner.set(id, entry);
     const segments = this._bot.get(entry).segments;
     segments.set(id ?? `anon-${segments.size}`, { spoken, pending });
-    this._renderBot(entry);
-  }
-
-  // Fallback for servers that send no "bot-output": "bot-tts-text" pieces.
-  botText(text) {
-    text = String(text ?? "").trim();
-    if (!text) return;
-    const entry = this._ensureBot();
-    const segments = this._bot.get(entry).segments;
-    segments.set(`tts-${segments.size}`, { spoken: text, pending: "" });
     this._renderBot(entry);
   }
 

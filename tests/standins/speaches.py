@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import contextvars
 import json
 import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -128,31 +130,40 @@ class ModelStore:
         return found
 
 
+@dataclass(frozen=True)
+class Options:
+    """How the stand-in behaves beyond the protocol: its speed and its faults."""
+
+    pull_seconds: float = 0.0
+    ttfb_ms: float = 0.0  # the default of both delays below
+    stt_delay_ms: float | None = None
+    tts_delay_ms: float | None = None
+    stt_fixed_text: str | None = None
+    tts_cache: bool = False
+    fail_speech_after_bytes: int | None = None
+    # As the real one on a CPU: a transcription starts only when the one before has ended.
+    stt_serial: bool = False
+    # No route to the model hub: every download fails as Speaches 0.8.3's does then.
+    offline: bool = False
+
+
 class SpeachesStandin:
-    def __init__(
-        self,
-        store: ModelStore,
-        *,
-        pull_seconds: float = 0.0,
-        ttfb_ms: float = 0.0,
-        stt_delay_ms: float | None = None,
-        tts_delay_ms: float | None = None,
-        stt_fixed_text: str | None = None,
-        tts_cache: bool = False,
-        fail_speech_after_bytes: int | None = None,
-    ) -> None:
+    def __init__(self, store: ModelStore, options: Options) -> None:
         self.store = store
-        self.pull_seconds = pull_seconds
-        self.stt_delay = (ttfb_ms if stt_delay_ms is None else stt_delay_ms) / 1000.0
-        self.tts_delay = (ttfb_ms if tts_delay_ms is None else tts_delay_ms) / 1000.0
-        self.stt_fixed_text = stt_fixed_text
+        self.pull_seconds = options.pull_seconds
+        stt_delay_ms, tts_delay_ms = options.stt_delay_ms, options.tts_delay_ms
+        self.stt_delay = (options.ttfb_ms if stt_delay_ms is None else stt_delay_ms) / 1000.0
+        self.tts_delay = (options.ttfb_ms if tts_delay_ms is None else tts_delay_ms) / 1000.0
+        self.stt_fixed_text = options.stt_fixed_text
         # (text, speed, rate) → the PCM pieces a finished synthesis produced; None = no cache
         self.speech_cache: dict[tuple[str, float, int | None], list[bytes]] | None = (
-            {} if tts_cache else None
+            {} if options.tts_cache else None
         )
-        self.fail_after = fail_speech_after_bytes
+        self.fail_after = options.fail_speech_after_bytes
+        self.offline = options.offline
         self.requests: list[dict[str, Any]] = []
         self._pull_lock = asyncio.Lock()
+        self._stt_turn = asyncio.Lock() if options.stt_serial else contextlib.nullcontext()
 
     @web.middleware
     async def record(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -184,8 +195,10 @@ class SpeachesStandin:
             return error(404, f"Model '{model_id}' not found")
         return web.json_response(self.store.describe(model_id))
 
-    async def pull_model(self, request: web.Request) -> web.Response:
+    async def pull_model(self, request: web.Request) -> web.StreamResponse:
         model_id = request.match_info["model_id"]
+        if self.offline:
+            return await hub_unreachable(request)
         if model_id not in CATALOGUE:
             return error(404, f"Model '{model_id}' not found")
         async with self._pull_lock:  # a second pull of the same model waits, then finds it
@@ -232,19 +245,20 @@ class SpeachesStandin:
             return not_installed(model_id)
         if CATALOGUE[model_id]["task"] != "automatic-speech-recognition":
             return not_supported(model_id)
-        if self.stt_fixed_text is not None:  # stand-in: a speed class without the engine
-            await asyncio.sleep(self.stt_delay)
-            text = self.stt_fixed_text
-            duration = samples.size / rate
-            segments = [fixed_segment(text, duration)]
-            language = "en"
-        else:
-            loop = asyncio.get_running_loop()
-            found, info = await loop.run_in_executor(None, transcribe, samples, rate)
-            await asyncio.sleep(self.stt_delay)
-            text = "".join(s.text for s in found).strip()
-            segments = [segment_fields(s) for s in found]
-            language, duration = info.language, info.duration
+        async with self._stt_turn:
+            if self.stt_fixed_text is not None:  # stand-in: a speed class without the engine
+                await asyncio.sleep(self.stt_delay)
+                text = self.stt_fixed_text
+                duration = samples.size / rate
+                segments = [fixed_segment(text, duration)]
+                language = "en"
+            else:
+                loop = asyncio.get_running_loop()
+                found, info = await loop.run_in_executor(None, transcribe, samples, rate)
+                await asyncio.sleep(self.stt_delay)
+                text = "".join(s.text for s in found).strip()
+                segments = [segment_fields(s) for s in found]
+                language, duration = info.language, info.duration
         if fmt == "text":
             return web.Response(text=text)
         if fmt == "json":
@@ -346,6 +360,17 @@ class SpeachesStandin:
         return web.Response(status=204)
 
 
+async def hub_unreachable(request: web.Request) -> web.StreamResponse:
+    """Speaches 0.8.3 asks the model hub first: offline, the exception becomes uvicorn's
+    plain-text 500, and the server closes the connection without saying so beforehand."""
+    response = web.Response(status=500, text="Internal Server Error")
+    await response.prepare(request)
+    await response.write_eof()
+    if request.transport is not None:
+        request.transport.close()
+    return response
+
+
 async def single(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
@@ -402,27 +427,10 @@ def verbose_json(
 
 
 def build_app(
-    installed: Iterable[str] = (),
-    *,
-    state_dir: Path | None = None,
-    pull_seconds: float = 0.0,
-    ttfb_ms: float = 0.0,
-    stt_delay_ms: float | None = None,
-    tts_delay_ms: float | None = None,
-    stt_fixed_text: str | None = None,
-    tts_cache: bool = False,
-    fail_speech_after_bytes: int | None = None,
+    installed: Iterable[str] = (), *, state_dir: Path | None = None, **options: Any
 ) -> web.Application:
-    standin = SpeachesStandin(
-        ModelStore(installed, state_dir),
-        pull_seconds=pull_seconds,
-        ttfb_ms=ttfb_ms,
-        stt_delay_ms=stt_delay_ms,
-        tts_delay_ms=tts_delay_ms,
-        stt_fixed_text=stt_fixed_text,
-        tts_cache=tts_cache,
-        fail_speech_after_bytes=fail_speech_after_bytes,
-    )
+    """The stand-in as an aiohttp app; keyword ``options`` are the fields of `Options`."""
+    standin = SpeachesStandin(ModelStore(installed, state_dir), Options(**options))
     app = web.Application(middlewares=[standin.record], client_max_size=64 * 1024 * 1024)
     app.router.add_get("/health", standin.health)
     app.router.add_get("/v1/models", standin.list_models)
@@ -463,6 +471,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--fail-speech-after-bytes", type=int)
     parser.add_argument(
+        "--stt-serial", action="store_true", help="transcribe one request at a time"
+    )
+    parser.add_argument(
+        "--offline", action="store_true", help="every model download fails: no model hub"
+    )
+    parser.add_argument(
         "--warm",
         action="store_true",
         help="load the engines before listening (Piper only with --stt-fixed-text)",
@@ -475,13 +489,7 @@ async def serve(args: argparse.Namespace) -> None:
     app = build_app(
         list(CATALOGUE) if args.installed_all else args.installed,
         state_dir=args.state_dir,
-        pull_seconds=args.pull_seconds,
-        ttfb_ms=args.ttfb_ms,
-        stt_delay_ms=args.stt_delay_ms,
-        tts_delay_ms=args.tts_delay_ms,
-        stt_fixed_text=args.stt_fixed_text,
-        tts_cache=args.tts_cache,
-        fail_speech_after_bytes=args.fail_speech_after_bytes,
+        **{option.name: getattr(args, option.name) for option in fields(Options)},
     )
     loop = asyncio.get_running_loop()
     if args.warm:
