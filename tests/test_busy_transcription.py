@@ -13,7 +13,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import LLM_MODEL, AgentProcess, agent_env, chat_requests, run_agent
+from tests.helpers import (
+    LLM_MODEL,
+    AgentProcess,
+    agent_env,
+    chat_requests,
+    run_agent,
+    standin_requests,
+)
 from tests.paused_speech import not_answered_whole, sentence_with_a_pause, user_words
 from tests.standins.process import start_standin
 from tests.webrtc_client import VoiceClient, loopback_only
@@ -34,7 +41,7 @@ def serial_speaches(*args: str):
     )
 
 
-async def calls_at_once(agent: AgentProcess, ollama: str, count: int) -> None:
+async def calls_at_once(agent: AgentProcess, ollama: str, speaches: str, count: int) -> None:
     """``count`` calls each say their sentence at the same moment; each is answered once."""
     loopback_only()
     clients = [VoiceClient(agent.base_url) for _ in range(count)]
@@ -43,6 +50,7 @@ async def calls_at_once(agent: AgentProcess, ollama: str, count: int) -> None:
         await asyncio.gather(*(client.connect() for client in clients))
         await asyncio.gather(*(client.wait_for_spoken_reply(since=0) for client in clients))
         before = len(await asyncio.to_thread(chat_requests, ollama))
+        transcribed_before = len(await asyncio.to_thread(standin_requests, speaches))
         marks = [len(client.messages) for client in clients]
         await asyncio.gather(*(c.microphone.say(s) for c, s in zip(clients, speech, strict=True)))
         await asyncio.gather(
@@ -50,9 +58,15 @@ async def calls_at_once(agent: AgentProcess, ollama: str, count: int) -> None:
         )
     finally:
         await asyncio.gather(*(client.close() for client in clients))
+    segments = [
+        entry
+        for entry in (await asyncio.to_thread(standin_requests, speaches))[transcribed_before:]
+        if entry["path"] == "/v1/audio/transcriptions"
+    ]
+    assert len(segments) >= 2 * count, "each sentence must reach speech-to-text in two halves"
     said = user_words((await asyncio.to_thread(chat_requests, ollama))[before:])
     assert len(said) == count, f"{count} sentences became {len(said)} turns: {said}"
-    assert not_answered_whole(said, count) == [], f"not answered once, whole: {said}"
+    assert not_answered_whole(said, list(range(count))) == 0, f"not answered whole: {said}"
 
 
 @pytest.mark.parametrize("count", [2, 4])
@@ -60,7 +74,7 @@ async def test_calls_at_once_on_a_one_at_a_time_stt_answer_each_sentence_once_wh
     ollama: str, count: int
 ) -> None:
     with serial_speaches() as (_, speaches), run_agent(agent_env(speaches, ollama)) as agent:
-        await calls_at_once(agent, ollama, count)
+        await calls_at_once(agent, ollama, speaches, count)
 
 
 async def test_a_transcription_slower_than_any_fixed_cap_delays_the_reply_but_never_splits_it(
@@ -71,4 +85,4 @@ async def test_a_transcription_slower_than_any_fixed_cap_delays_the_reply_but_ne
         serial_speaches("--stt-delay-ms", "4000") as (_, speaches),
         run_agent(agent_env(speaches, ollama)) as agent,
     ):
-        await calls_at_once(agent, ollama, 1)
+        await calls_at_once(agent, ollama, speaches, 1)

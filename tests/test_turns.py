@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pipecat.clocks.system_clock import SystemClock
 from pipecat.frames.frames import (
+    InputAudioRawFrame,
     TranscriptionFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
@@ -20,8 +21,9 @@ from pipecat.utils.asyncio.task_manager import TaskManager
 
 from agent.turns import Outcome, SegmentTranscribedFrame, WholeSentenceStopStrategy
 
-PAUSE = 0.05
-FAST_PAUSE = 0.005  # for the property test's many examples
+PAUSE = 0.6  # TURN_SILENCE_SECS's default
+FRAME_SECS = 0.02
+SILENT_FRAME = bytes(int(16000 * FRAME_SECS) * 2)  # 20 ms of 16 kHz mono silence
 
 
 @asynccontextmanager
@@ -66,10 +68,19 @@ async def speak_segment(strategy: WholeSentenceStopStrategy) -> None:
     await strategy.process_frame(VADUserStoppedSpeakingFrame(stop_secs=0.2))
 
 
-async def let_the_pause_pass(pause: float = PAUSE) -> None:
-    """Give the strategy's pause timer time to run out (what must not happen then is checked
-    by the caller)."""
-    await asyncio.sleep(pause * 4)
+async def hear_silence(strategy: WholeSentenceStopStrategy, secs: float) -> None:
+    """The microphone's audio of ``secs`` of silence reaches the strategy, as it does in
+    the pipeline: the pause is measured in audio heard, not in wall-clock time."""
+    for _ in range(round(secs / FRAME_SECS)):
+        await strategy.process_frame(
+            InputAudioRawFrame(audio=SILENT_FRAME, sample_rate=16000, num_channels=1)
+        )
+
+
+async def let_the_pause_pass(strategy: WholeSentenceStopStrategy, times: float = 2) -> None:
+    """Let ``times`` the pause pass in audio (what must not happen then is checked by the
+    caller)."""
+    await hear_silence(strategy, PAUSE * times)
 
 
 async def test_the_turn_waits_for_a_late_transcript_of_the_first_half() -> None:
@@ -78,7 +89,7 @@ async def test_the_turn_waits_for_a_late_transcript_of_the_first_half() -> None:
         await speak_segment(strategy)  # "the weather in Paris"
         await transcribed(strategy, "I would like to know.")
         # The pause has long passed and a transcript is here, but one is still on its way.
-        await let_the_pause_pass()
+        await let_the_pause_pass(strategy)
         assert not stopped.is_set()
         await transcribed(strategy, "the weather in Paris.")
         await asyncio.wait_for(stopped.wait(), 2)
@@ -89,9 +100,27 @@ async def test_a_transcription_slower_than_any_timer_still_holds_the_turn() -> N
         await speak_segment(strategy)
         await transcribed(strategy, "My train leaves at eight thirty,")
         await speak_segment(strategy)  # "how long until then?": its transcription is slow
-        await let_the_pause_pass(pause=1.0)  # many times the pause, and past the old 3 s cap
+        await let_the_pause_pass(strategy, times=6)  # past the old 3 s cap
         assert not stopped.is_set(), "a slow transcription must never split the sentence"
         await transcribed(strategy, "how long until then?")
+        await asyncio.wait_for(stopped.wait(), 2)
+
+
+async def test_the_pause_is_counted_in_audio_heard_not_in_wall_clock_time() -> None:
+    """On a busy machine audio is worked through in bursts: however long the wall clock
+    says it has been, the turn ends only once the pause has been heard in the audio."""
+    async with started_strategy() as (strategy, stopped):
+        await speak_segment(strategy)
+        await transcribed(strategy, "My train leaves at eight thirty,")
+        await asyncio.sleep(PAUSE * 2)  # wall-clock time passes, with no audio processed
+        assert not stopped.is_set(), "a wall-clock pause would cut the sentence here"
+        await hear_silence(strategy, PAUSE * 0.5)  # the person resumes within the pause
+        await strategy.process_frame(VADUserStartedSpeakingFrame())
+        await hear_silence(strategy, PAUSE * 2)  # (speaking: the detector says so)
+        assert not stopped.is_set()
+        await strategy.process_frame(VADUserStoppedSpeakingFrame(stop_secs=0.2))
+        await transcribed(strategy, "how long until then?")
+        await hear_silence(strategy, PAUSE)
         await asyncio.wait_for(stopped.wait(), 2)
 
 
@@ -101,7 +130,7 @@ async def test_a_segment_without_text_is_accounted_for_at_once(outcome: Outcome)
         await speak_segment(strategy)
         await transcribed(strategy, "Turn on the lights.")
         await speak_segment(strategy)  # a cough (no text), or a transcription that failed
-        await let_the_pause_pass()
+        await let_the_pause_pass(strategy)
         assert not stopped.is_set()
         await ended_without_text(strategy, outcome)
         await asyncio.wait_for(stopped.wait(), 2)
@@ -114,10 +143,13 @@ async def test_speaking_again_restarts_the_wait() -> None:
         await speak_segment(strategy)
         await strategy.process_frame(VADUserStartedSpeakingFrame())  # still talking
         await ended_without_text(strategy, "empty")
-        await let_the_pause_pass()
+        await let_the_pause_pass(strategy)
         assert not stopped.is_set(), "a speaking user is never cut off"
         await strategy.process_frame(VADUserStoppedSpeakingFrame(stop_secs=0.2))
         await transcribed(strategy, "Two.")
+        await hear_silence(strategy, PAUSE * 0.9)
+        assert not stopped.is_set(), "the pause is not over yet"
+        await hear_silence(strategy, PAUSE * 0.2)
         await asyncio.wait_for(stopped.wait(), 2)
 
 
@@ -140,7 +172,7 @@ async def test_a_turn_never_ends_with_a_transcription_running(data, outcomes) ->
         else:
             events.append("result")
             answered += 1
-    async with started_strategy(pause=FAST_PAUSE) as (strategy, stopped):
+    async with started_strategy() as (strategy, stopped):
         text_since_stop = False
         results = iter(outcomes)
         for number, event in enumerate(events):
@@ -151,7 +183,7 @@ async def test_a_turn_never_ends_with_a_transcription_running(data, outcomes) ->
                 text_since_stop = True
             else:
                 await ended_without_text(strategy, outcome)
-            await let_the_pause_pass(FAST_PAUSE)
+            await let_the_pause_pass(strategy)
             if stopped.is_set():  # as the pipeline's turn controller does after a stop
                 stopped.clear()
                 text_since_stop = False

@@ -283,7 +283,13 @@ class VoiceClient:
                 return False
             return "bot-stopped-speaking" in kinds[spoken[-1] :]
 
-        await self._wait(self._new_message, said_it_all, timeout, "whole spoken reply")
+        try:
+            await self._wait(self._new_message, said_it_all, timeout, "whole spoken reply")
+        except TimeoutError as error:
+            new = self.messages[since:]
+            heard = [m["type"] for m in new if m.get("type", "").startswith(("bot-", "user-"))]
+            llm = "".join(m["data"]["text"] for m in new if m.get("type") == "bot-llm-text")
+            raise TimeoutError(f"{error}; after it: {heard}; LLM said {llm!r}") from None
         await self.wait_for_silence_after_speech(time.time() - 3, quiet_secs=0.5, timeout=10)
 
     async def wait_for_silence_after_speech(

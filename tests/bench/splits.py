@@ -5,9 +5,9 @@
 
 The Speaches stand-in runs real Whisper tiny.en and, like the real Speaches on two cores,
 transcribes one request at a time, so with several calls a segment's transcript comes
-late. Every call says sentences with a 0.5 s pause in the middle ("My train leaves at
-eight thirty, … how long until then?") at the same moment as the others, and waits for
-the whole reply. A sentence counts as split unless it reached the LLM exactly once, in
+late. Every call says sentences with a 0.4 s comma pause in the middle ("My train leaves
+at eight thirty, … how long until then?": two segments) at the same moment as the others,
+and waits for the whole reply. A sentence counts as split unless it reached the LLM exactly once, in
 one turn with both halves. The goal is 0; nothing here asserts it. Printed, and written to
 test-artifacts/splits.json.
 """
@@ -28,12 +28,18 @@ from tests.helpers import (
     chat_requests,
     clear_standin_requests,
     run_agent,
+    standin_requests,
 )
 from tests.paused_speech import not_answered_whole, sentence_with_a_pause, user_words
 from tests.standins.process import start_standin
 from tests.webrtc_client import VoiceClient, loopback_only
 
 REPLY_TIMEOUT_SECS = 90.0
+
+
+def spoken_index(call: int, turn: int) -> int:
+    """Which sentence a call says at a turn: at once, the calls say different ones."""
+    return call + turn
 
 
 async def one_call(
@@ -46,7 +52,7 @@ async def one_call(
         await client.connect()
         await client.wait_for_spoken_reply(since=0)  # the greeting
         for turn in range(sentences):
-            speech = await sentence_with_a_pause(index + turn * 4)
+            speech = await sentence_with_a_pause(spoken_index(index, turn))
             await start.wait()  # every call speaks at the same moment
             mark = len(client.messages)
             spoke_until = await client.microphone.say(speech)
@@ -66,16 +72,18 @@ async def run_calls(base_url: str, calls: int, sentences: int) -> list[float]:
 
 
 def measure(speaches: str, ollama: str, calls: int, sentences: int) -> dict[str, Any]:
-    clear_standin_requests(ollama)
+    clear_standin_requests(ollama, speaches)
     with run_agent(agent_env(speaches, ollama, MAX_SESSIONS=str(calls))) as agent:
         waits = asyncio.run(run_calls(agent.base_url, calls, sentences))
     said = user_words(chat_requests(ollama))
-    expected = calls * sentences
-    split = len(not_answered_whole(said, expected)) if len(said) >= expected else expected
+    segments = [e for e in standin_requests(speaches) if e["path"] == "/v1/audio/transcriptions"]
+    spoken = [spoken_index(call, turn) for call in range(calls) for turn in range(sentences)]
+    split = not_answered_whole(said, spoken)
     return {
         "calls": calls,
-        "sentences": expected,
+        "sentences": len(spoken),
         "turns": len(said),
+        "segments_transcribed": len(segments),  # two a sentence: the pause ends a segment
         "split": split,
         "reply_done_secs_p50": round(statistics.median(waits), 2) if waits else None,
         "heard": [" ".join(words) for words in said],
@@ -99,8 +107,8 @@ def main(argv: list[str] | None = None) -> None:
             row = rows[-1]
             print(
                 f"{calls} calls: {row['split']} of {row['sentences']} sentences split "
-                f"({row['turns']} turns), reply done {row['reply_done_secs_p50']} s after "
-                "the speech (p50)",
+                f"({row['turns']} turns, {row['segments_transcribed']} segments transcribed), "
+                f"reply done {row['reply_done_secs_p50']} s after the speech (p50)",
                 flush=True,
             )
     out = ARTIFACTS / "splits.json"
