@@ -66,7 +66,7 @@ class Session:
     turns: int = 0
     restarts: int = 0  # ICE restarts (a new peer connection for the same conversation)
     restart_ufrag: str | None = None  # ICE username of the offer the last restart answered
-    lost_at_restart: int | None = None  # the connection failed: restarts then, awaiting one
+    lost: bool = False  # the connection failed; awaiting an ICE restart
     end_reason: str = "pipeline ended"
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -195,7 +195,7 @@ class SessionManager:
     def _wire(self, session: Session, transport) -> None:
         @transport.event_handler("on_client_connected")
         async def on_connected(_transport, _client):
-            session.lost_at_restart = None
+            session.lost = False
             session.connected.set()
             if session.greeted:  # back after an ICE restart: no second greeting
                 log.info("session reconnected", session=session.pc_id)
@@ -206,7 +206,7 @@ class SessionManager:
 
         @transport.event_handler("on_client_disconnected")
         async def on_disconnected(_transport, _client):
-            if session.lost_at_restart is None:
+            if not session.lost:
                 await self._end(session, "browser hung up")
 
         @session.connection.event_handler("failed")
@@ -214,12 +214,12 @@ class SessionManager:
             # A phone that changed networks restarts ICE with a new offer; until then (or
             # RECONNECT_GRACE_SECS) the conversation is kept. Pipecat closes the old peer
             # connection right after this, which is no hang-up.
-            session.lost_at_restart = session.restarts
+            session.lost = True
             session.tasks.append(asyncio.create_task(self._await_restart(session)))
 
         @session.connection.event_handler("closed")
         async def on_closed(_connection):
-            if session.lost_at_restart is None:
+            if not session.lost:
                 await self._end(session, "connection closed")
 
         latency = UserBotLatencyObserver()
