@@ -120,6 +120,11 @@ class Settings:
         "TTS_SPEED", "1.0", parse.float_range(0.25, 4.0), MODELS,
         "Speaking rate: 0.5 to 2.0 for Kokoro voices, 0.25 to 4.0 for Piper voices.",
     )
+    tts_first_clause_words: int = setting(
+        "TTS_FIRST_CLAUSE_WORDS", "4", parse.int_range(0, 50), MODELS,
+        "Words a reply's first clause needs (ending at a comma, semicolon, colon or dash) to "
+        "be spoken before its sentence is finished; 0 waits for whole sentences.",
+    )
     language: str = setting(
         "LANGUAGE", "en", parse.language, MODELS, "Language spoken to the assistant (ISO 639-1)."
     )
@@ -173,13 +178,34 @@ class Settings:
         "Quietest sound the voice detector considers.",
     )
     turn_detection: str = setting(
-        "TURN_DETECTION", "silence", parse.choice("silence", "smart-turn"), LISTENING,
-        "How the end of the user's turn is found: a pause of TURN_SILENCE_SECS, "
-        "or the Smart Turn model.",
+        "TURN_DETECTION", "transcript+smart-turn",
+        parse.choice("transcript", "transcript+smart-turn", "silence", "smart-turn"), LISTENING,
+        "How the end of the user's turn is found: transcript (a short pause after a "
+        "sentence that reads as finished, a long one after one that trails off), "
+        "transcript+smart-turn (also the long one when the Smart Turn model hears the "
+        "voice trail off), silence (a pause of TURN_SILENCE_SECS whatever was said) or "
+        "smart-turn (Pipecat's Smart Turn strategy alone).",
     )
     turn_silence_secs: float = setting(
-        "TURN_SILENCE_SECS", "0.6", parse.float_range(0.0, 5.0), LISTENING,
-        "With TURN_DETECTION=silence: pause that ends the user's turn.",
+        "TURN_SILENCE_SECS", "0.15", parse.float_range(0.0, 5.0), LISTENING,
+        "Pause, after the voice detector's VAD_STOP_SECS, that ends a turn which reads as "
+        "finished (with TURN_DETECTION=silence: every turn).",
+    )
+    turn_hesitation_secs: float = setting(
+        "TURN_HESITATION_SECS", "1.5", parse.float_range(0.0, 10.0), LISTENING,
+        "With TURN_DETECTION=transcript...: pause that ends a turn which trails off "
+        '("a table for...", "um"), so a person who hesitates is not cut off.',
+    )
+    turn_speculation: str = setting(
+        "TURN_SPECULATION", "on", parse.choice("on", "off"), LISTENING,
+        "Start the reply while the pause is still being waited out, and drop it unheard "
+        "if the person goes on.",
+    )
+    turn_resume_secs: float = setting(
+        "TURN_RESUME_SECS", "2.0", parse.float_range(0.0, 10.0), LISTENING,
+        "A person who speaks again this soon after their turn ended, before the reply is "
+        "over, goes on with the same turn: the reply is withdrawn and both parts are "
+        "answered as one. 0 turns this off.",
     )
 
     tls: str = setting(

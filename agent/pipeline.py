@@ -1,7 +1,7 @@
 """Builds one conversation's Pipecat pipeline from the settings.
 
-transport in → STT → user aggregator (VAD + turn detection) → LLM → TTS → transport out
-→ assistant aggregator. Each call makes fresh services and a fresh context, so
+transport in → STT → user aggregator (VAD + turn detection) → turn continuation → LLM →
+TTS → transport out → assistant aggregator. Each call makes fresh services and a fresh context, so
 sessions share nothing.
 """
 
@@ -22,6 +22,7 @@ from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from agent.config import Settings
+from agent.continuation import TurnContinuation
 from agent.services import STT_DEADLINE_SECS, build_services
 from agent.turns import WholeSentenceStopStrategy
 
@@ -33,9 +34,15 @@ TURN_STOP_MARGIN_SECS = 5.0
 def _turn_strategies(settings: Settings) -> UserTurnStrategies:
     if settings.turn_detection == "smart-turn":
         return UserTurnStrategies()  # Pipecat's default: the local Smart Turn v3 model
-    return UserTurnStrategies(
-        stop=[WholeSentenceStopStrategy(user_speech_timeout=settings.turn_silence_secs)]
+    judged = settings.turn_detection != "silence"
+    strategy = WholeSentenceStopStrategy(
+        pause_secs=settings.turn_silence_secs,
+        hesitation_secs=settings.turn_hesitation_secs,
+        read_transcript=judged,
+        hear_tone=settings.turn_detection == "transcript+smart-turn",
+        speculate=settings.turn_speculation == "on",
     )
+    return UserTurnStrategies(stop=[strategy])
 
 
 def build_worker(
@@ -69,6 +76,7 @@ def build_worker(
             transport.input(),
             services.stt,
             aggregators.user(),
+            TurnContinuation(context, resume_secs=settings.turn_resume_secs),
             services.llm,
             services.tts,
             transport.output(),

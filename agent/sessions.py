@@ -244,7 +244,12 @@ class SessionManager:
             parts_ms=parts,
         )
         if not is_greeting:
-            message = {"type": "turn-latency", "turn": session.turns, "ms": total_ms}
+            message = {
+                "type": "turn-latency",
+                "turn": session.turns,
+                "ms": total_ms,
+                "parts_ms": parts,
+            }
             await session.worker.queue_frame(RTVIServerMessageFrame(data=message))
 
     async def _run(self, session: Session) -> None:

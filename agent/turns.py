@@ -14,14 +14,25 @@ the pause has lasted and every segment spoken in it is accounted for. A slow
 transcription delays the reply; it never splits the sentence. A stalled one ends at the
 STT deadline as a failure (``agent.services``).
 
-The pause itself is measured in audio heard, not in wall-clock time. The voice detector
+How long the pause must be can depend on what was said: a sentence that reads as
+finished ends the turn after a short pause, one that trails off ("a table for...") after
+a long one (``agent.turn_text``); and on how it sounded, judged by the Smart Turn model
+(``agent.prosody``).
+
+The pause is measured in audio heard, not in wall-clock time. The voice detector
 judges the same audio, so a person who resumes within the pause is always heard to have
 resumed before it runs out; a wall-clock timer on a busy machine, where audio is worked
 through in bursts, could run out first and cut the sentence in two.
+
+With ``speculate``, the reply starts as soon as every segment is transcribed, while the
+pause is still being waited out: Pipecat runs the LLM on a provisional copy of the
+conversation and its LLM service holds the reply back until the turn ends, or drops it
+if the person speaks again. Backend time then overlaps the pause instead of following it.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -29,10 +40,15 @@ from pipecat.frames.frames import (
     DataFrame,
     Frame,
     InputAudioRawFrame,
+    TranscriptionFrame,
+    VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
-from pipecat.turns.types import ProcessFrameResult
-from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
+from pipecat.turns.types import ProcessFrameResult, UserTurnSpeculation
+from pipecat.turns.user_stop import BaseUserTurnStopStrategy
+
+from agent.prosody import TurnAudio, sounds_finished
+from agent.turn_text import reads_finished
 
 Outcome = Literal["text", "empty", "failed"]
 
@@ -46,57 +62,139 @@ class SegmentTranscribedFrame(DataFrame):
     interruptible: bool = field(default=False, init=False)
 
 
-class WholeSentenceStopStrategy(SpeechTimeoutUserTurnStopStrategy):
-    """Pause-based end of turn that never ends a turn with a transcription still running."""
+class WholeSentenceStopStrategy(BaseUserTurnStopStrategy):
+    """Ends the turn after a pause heard in the audio, never with a transcription
+    running, optionally answering speculatively while the pause lasts.
 
-    def __init__(self, *, user_speech_timeout: float) -> None:
-        super().__init__(user_speech_timeout=user_speech_timeout)
+    The pause is ``pause_secs``, or ``hesitation_secs`` after a turn that reads as
+    unfinished (``read_transcript``) or sounds unfinished (``hear_tone``: Smart Turn).
+    """
+
+    def __init__(
+        self,
+        *,
+        pause_secs: float,
+        hesitation_secs: float | None = None,
+        read_transcript: bool = False,
+        hear_tone: bool = False,
+        speculate: bool = False,
+    ) -> None:
+        super().__init__()
+        self._pause_secs = pause_secs
+        self._hesitation_secs = pause_secs if hesitation_secs is None else hesitation_secs
+        self._read_transcript = read_transcript
+        self._hear_tone = hear_tone
+        self._speculate = speculate
+        self._text = ""
+        self._speaking = False
+        # Segments outlive turns: one spoken just before a turn ended is still owed.
         self._segments_in_flight = 0
-        self._pause_heard: float | None = None  # seconds of audio since the pause began
+        self._pause_heard: float | None = None  # seconds of audio since the voice stopped
+        self._speculation: UserTurnSpeculation | None = None
+        self._audio = TurnAudio()
+        self._tone_task: asyncio.Task | None = None
+        self._sounds_finished: bool | None = None  # None: not judged (yet)
 
     @property
     def segments_in_flight(self) -> int:
         return self._segments_in_flight
 
+    async def handle_user_turn_started(self) -> None:
+        await self._forget_turn()
+
+    async def handle_user_turn_stopped(self) -> None:
+        await self._forget_turn()
+        self._audio.clear()
+        self._speaking = False
+
+    async def cleanup(self) -> None:
+        self._speculation = None
+        await self._stop_judging_tone()
+        await super().cleanup()
+
     async def process_frame(self, frame: Frame) -> ProcessFrameResult:
         if isinstance(frame, InputAudioRawFrame):
-            await self._hear_pause(frame.num_frames / frame.sample_rate)
-            return ProcessFrameResult.CONTINUE
-        if isinstance(frame, VADUserStoppedSpeakingFrame):
-            self._segments_in_flight += 1  # the STT service queues this segment now
-        result = await super().process_frame(frame)
-        if isinstance(frame, SegmentTranscribedFrame):
-            self._segments_in_flight = max(0, self._segments_in_flight - 1)
-            if self._segments_in_flight == 0:
-                # Speech-to-text has nothing more to send: no need for Pipecat's
-                # latency safety-net timer (private upstream: the pinned version is tested).
-                self._stt_wait_done = True
-                await self._maybe_trigger_user_turn_stopped()
-        return result
-
-    # Pipecat 1.14 starts its pause timer here and drops it in _discard_pending_end_of_turn
-    # (private upstream: the pinned version is tested); the pause is counted in audio instead.
-    async def _restart_user_speech_timer(self):
-        self._user_speech_wait_done = False
-        self._pause_heard = 0.0
-        await self._hear_pause(0.0)
-
-    async def _discard_pending_end_of_turn(self):
-        self._pause_heard = None
-        await super()._discard_pending_end_of_turn()
-
-    async def _hear_pause(self, secs: float) -> None:
-        if self._pause_heard is None:
-            return
-        self._pause_heard += secs
-        if self._pause_heard >= self._user_speech_timeout:
+            if self._hear_tone:
+                self._audio.add(frame.audio)
+            if self._pause_heard is not None:
+                self._pause_heard += frame.num_frames / frame.sample_rate
+                await self._consider_ending()
+        elif isinstance(frame, VADUserStartedSpeakingFrame):
+            self._speaking = True
             self._pause_heard = None
-            self._user_speech_wait_done = True
-            await self._maybe_trigger_user_turn_stopped()
+            await self._stop_judging_tone()
+            await self._withdraw_speculation()
+        elif isinstance(frame, VADUserStoppedSpeakingFrame):
+            self._speaking = False
+            self._segments_in_flight += 1  # the STT service queues this segment now
+            self._pause_heard = 0.0
+            if self._hear_tone:
+                self._tone_task = self.task_manager.create_task(
+                    self._judge_tone(self._audio.samples()), f"{self}::judge_tone"
+                )
+        elif isinstance(frame, TranscriptionFrame):
+            self._text = f"{self._text} {frame.text}".strip()
+            await self._consider_ending()
+        elif isinstance(frame, SegmentTranscribedFrame):
+            self._segments_in_flight = max(0, self._segments_in_flight - 1)
+            await self._consider_ending()
+        return ProcessFrameResult.CONTINUE
 
-    # Pipecat 1.14 calls this whenever a wait ends or a transcript arrives; it is the one
-    # place to add a condition.
-    async def _maybe_trigger_user_turn_stopped(self):
-        if self._segments_in_flight > 0:
+    def _pause_needed(self) -> float | None:
+        """The pause that ends this turn; None until the tone has been judged."""
+        if self._read_transcript and not reads_finished(self._text):
+            return self._hesitation_secs
+        if self._hear_tone:
+            if self._sounds_finished is None:
+                return None
+            if not self._sounds_finished:
+                return self._hesitation_secs
+        return self._pause_secs
+
+    async def _consider_ending(self) -> None:
+        if (
+            self._speaking
+            or self._segments_in_flight
+            or self._pause_heard is None
+            or not self._text
+        ):
             return
-        await super()._maybe_trigger_user_turn_stopped()
+        needed = self._pause_needed()
+        if needed is not None and self._pause_heard >= needed:
+            self._pause_heard = None
+            await self._end_turn()
+        elif self._speculate and self._speculation is None:
+            self._speculation = UserTurnSpeculation(text=self._text)
+            await self.trigger_user_turn_inference_triggered(speculation=self._speculation)
+
+    async def _end_turn(self) -> None:
+        speculation, self._speculation = self._speculation, None
+        if speculation is not None and speculation.text == self._text:
+            # The reply is already on its way: the turn's end releases it.
+            await self.trigger_user_turn_finalized(confirms_speculation=True)
+            return
+        if speculation is not None:
+            await self.trigger_user_turn_speculation_cancelled()
+        await self.trigger_user_turn_stopped()
+
+    async def _withdraw_speculation(self) -> None:
+        if self._speculation is not None:
+            self._speculation = None
+            await self.trigger_user_turn_speculation_cancelled()
+
+    async def _judge_tone(self, samples) -> None:
+        self._sounds_finished = await sounds_finished(samples)
+        self._tone_task = None
+        await self._consider_ending()
+
+    async def _stop_judging_tone(self) -> None:
+        self._sounds_finished = None
+        if self._tone_task is not None:
+            task, self._tone_task = self._tone_task, None
+            await self.task_manager.cancel_task(task)
+
+    async def _forget_turn(self) -> None:
+        self._text = ""
+        self._pause_heard = None
+        await self._stop_judging_tone()
+        await self._withdraw_speculation()

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,11 +18,18 @@ from pipecat.frames.frames import (
     VADUserStoppedSpeakingFrame,
 )
 from pipecat.processors.frame_processor import FrameProcessorSetup
+from pipecat.turns.types import UserTurnSpeculation
 from pipecat.utils.asyncio.task_manager import TaskManager
 
-from agent.turns import Outcome, SegmentTranscribedFrame, WholeSentenceStopStrategy
+from agent.turns import (
+    Outcome,
+    SegmentTranscribedFrame,
+    WholeSentenceStopStrategy,
+)
+from tests.audio import synthesize, trim_silence
+from tests.pause_set import QUIET_LEVEL, comma_gap
 
-PAUSE = 0.6  # TURN_SILENCE_SECS's default
+PAUSE = 0.6
 FRAME_SECS = 0.02
 SILENT_FRAME = bytes(int(16000 * FRAME_SECS) * 2)  # 20 ms of 16 kHz mono silence
 
@@ -32,7 +40,7 @@ async def started_strategy(
 ) -> AsyncIterator[tuple[WholeSentenceStopStrategy, asyncio.Event]]:
     """A strategy set up as a pipeline would, and an event set when it ends the turn."""
     task_manager = TaskManager(loop=asyncio.get_running_loop())
-    strategy = WholeSentenceStopStrategy(user_speech_timeout=pause)
+    strategy = WholeSentenceStopStrategy(pause_secs=pause)
     await strategy.setup(
         FrameProcessorSetup(clock=SystemClock(), task_manager=task_manager, pipeline_worker=None)
     )
@@ -194,3 +202,218 @@ async def test_a_turn_never_ends_with_a_transcription_running(data, outcomes) ->
         assert stops == [0] * len(stops), f"a turn ended with transcriptions running: {events}"
         assert len(stops) <= outcomes.count("text")
         assert bool(stops) == ("text" in outcomes)
+
+
+SHORT, LONG = 0.15, 1.5  # TURN_SILENCE_SECS and TURN_HESITATION_SECS's defaults
+
+
+@asynccontextmanager
+async def transcript_strategy(
+    speculate: bool = False, hear_tone: bool = False
+) -> AsyncIterator[TurnEvents]:
+    """A strategy that ends turns by what they say, and what it told the pipeline."""
+    task_manager = TaskManager(loop=asyncio.get_running_loop())
+    strategy = WholeSentenceStopStrategy(
+        pause_secs=SHORT,
+        hesitation_secs=LONG,
+        read_transcript=True,
+        hear_tone=hear_tone,
+        speculate=speculate,
+    )
+    await strategy.setup(
+        FrameProcessorSetup(clock=SystemClock(), task_manager=task_manager, pipeline_worker=None)
+    )
+    events = TurnEvents(strategy)
+    try:
+        yield events
+    finally:
+        await strategy.cleanup()
+
+
+class TurnEvents:
+    """What a strategy told the user aggregator, in order."""
+
+    def __init__(self, strategy: WholeSentenceStopStrategy) -> None:
+        self.strategy = strategy
+        self.told: list[tuple[str, str]] = []  # (event, the turn's text when it fired)
+
+        @strategy.event_handler("on_user_turn_inference_triggered")
+        async def on_inference(_strategy, speculation: UserTurnSpeculation | None) -> None:
+            self.told.append(("speculate" if speculation else "infer", strategy._text))
+
+        @strategy.event_handler("on_user_turn_speculation_cancelled")
+        async def on_cancelled(_strategy) -> None:
+            self.told.append(("withdraw", strategy._text))
+
+        @strategy.event_handler("on_user_turn_stopped")
+        async def on_stopped(_strategy, params) -> None:
+            self.told.append(("confirm" if params.confirms_speculation else "stop", ""))
+
+    def stops(self) -> int:
+        return sum(event in ("stop", "confirm") for event, _ in self.told)
+
+
+async def said(strategy: WholeSentenceStopStrategy, text: str) -> None:
+    await speak_segment(strategy)
+    await transcribed(strategy, text)
+
+
+async def test_a_finished_sentence_ends_the_turn_after_a_short_pause() -> None:
+    async with transcript_strategy() as turn:
+        await said(turn.strategy, "Please turn on the kitchen lights.")
+        await hear_silence(turn.strategy, SHORT - FRAME_SECS)
+        assert turn.stops() == 0
+        await hear_silence(turn.strategy, FRAME_SECS * 2)
+        assert turn.stops() == 1
+
+
+@pytest.mark.parametrize(
+    "first_half", ["I'd like to book a table for.", "Set a timer for, um,", "What's the weather in"]
+)
+async def test_a_sentence_that_trails_off_waits_and_the_rest_joins_the_turn(first_half) -> None:
+    async with transcript_strategy() as turn:
+        await said(turn.strategy, first_half)
+        await hear_silence(turn.strategy, LONG - FRAME_SECS)  # a long hesitation
+        assert turn.stops() == 0, "a person who hesitates mid-sentence was cut off"
+        await said(turn.strategy, "four people tomorrow evening.")
+        await hear_silence(turn.strategy, SHORT + FRAME_SECS)
+        whole = f"{first_half} four people tomorrow evening."
+        assert turn.told == [("infer", whole), ("stop", "")]
+        assert turn.strategy._text == f"{first_half} four people tomorrow evening."
+
+
+async def test_a_speculative_reply_is_confirmed_by_the_end_of_the_turn() -> None:
+    async with transcript_strategy(speculate=True) as turn:
+        await said(turn.strategy, "What time is it?")
+        assert turn.told == [("speculate", "What time is it?")], "no reply was started early"
+        await hear_silence(turn.strategy, SHORT + FRAME_SECS)
+        assert turn.told == [("speculate", "What time is it?"), ("confirm", "")]
+
+
+async def test_a_speculative_reply_is_withdrawn_when_the_person_goes_on() -> None:
+    async with transcript_strategy(speculate=True) as turn:
+        await said(turn.strategy, "Book a table for.")
+        await hear_silence(turn.strategy, 0.7)
+        await said(turn.strategy, "two tonight.")
+        await hear_silence(turn.strategy, SHORT + FRAME_SECS)
+    first, whole = "Book a table for.", "Book a table for. two tonight."
+    assert turn.told == [
+        ("speculate", first),
+        ("withdraw", first),
+        ("speculate", whole),
+        ("confirm", ""),
+    ]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.sampled_from(["Okay.", "a table for", "the kitchen lights.", "um,"]),
+            st.floats(0.0, 2.0),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+async def test_every_speculation_is_settled_once_and_only_for_what_was_said(steps) -> None:
+    """Any mix of speech and pauses: a speculative reply is confirmed only for the text
+    the turn ends with, each is confirmed or withdrawn exactly once, and no turn ends
+    without a reply started for it."""
+    async with transcript_strategy(speculate=True) as turn:
+        for step in steps:
+            if isinstance(step, str):
+                await said(turn.strategy, step)
+            else:
+                await hear_silence(turn.strategy, step)
+            if turn.told and turn.told[-1][0] in ("stop", "confirm"):
+                await turn.strategy.handle_user_turn_stopped()
+        await turn.strategy.handle_user_turn_started()  # a new turn settles what is left
+    open_speculation: str | None = None
+    inferred = False
+    for event, text in turn.told:
+        if event == "speculate":
+            assert open_speculation is None, f"two speculations at once: {turn.told}"
+            open_speculation = text
+        elif event == "withdraw":
+            assert open_speculation is not None, f"withdrew nothing: {turn.told}"
+            open_speculation = None
+        elif event == "confirm":
+            assert open_speculation is not None, f"confirmed nothing: {turn.told}"
+            open_speculation = None
+        elif event == "infer":
+            assert open_speculation is None, f"a second reply beside a speculation: {turn.told}"
+            inferred = True
+        else:
+            assert inferred, f"a turn ended with no reply started: {turn.told}"
+            inferred = False
+    assert open_speculation is None, f"a speculation was left unsettled: {turn.told}"
+
+
+def first_half_audio(sentence: str, first: str) -> np.ndarray:
+    """The words of ``sentence`` before its comma, as Piper says them with more to come."""
+    whole = trim_silence(synthesize(sentence, 16000), QUIET_LEVEL)
+    alone = trim_silence(synthesize(f"{first},", 16000), QUIET_LEVEL)
+    start, _ = comma_gap(whole, alone, 16000)
+    return whole[:start]
+
+
+async def hear_speech(strategy: WholeSentenceStopStrategy, samples: np.ndarray) -> None:
+    """Speech then the voice detector's stop, as the pipeline delivers them."""
+    await strategy.process_frame(VADUserStartedSpeakingFrame())
+    samples = np.concatenate([samples, np.zeros(3200, np.int16)])  # VAD_STOP_SECS of quiet
+    step = int(16000 * FRAME_SECS)
+    for start in range(0, len(samples), step):
+        chunk = samples[start : start + step].tobytes()
+        await strategy.process_frame(
+            InputAudioRawFrame(audio=chunk, sample_rate=16000, num_channels=1)
+        )
+    await strategy.process_frame(VADUserStoppedSpeakingFrame(stop_secs=0.2))
+
+
+@pytest.mark.parametrize(
+    ("sentence", "first", "transcript"),
+    [
+        (
+            "Add a meeting with Sarah on, Thursday at three.",
+            "Add a meeting with Sarah on",
+            "Add a meeting with Sarah on.",
+        ),
+        (
+            "Send a message to my, um, brother.",
+            "Send a message to my, um",
+            "Send a message to mum.",
+        ),
+    ],
+)
+async def test_a_voice_that_trails_off_waits_even_if_the_transcript_reads_finished(
+    sentence, first, transcript
+) -> None:
+    """Whisper can make half a sentence read as finished; the Smart Turn model still
+    hears the voice hang, and the person gets the long pause to go on."""
+    audio = await asyncio.to_thread(first_half_audio, sentence, first)
+    async with transcript_strategy(hear_tone=True) as turn:
+        await hear_speech(turn.strategy, audio)
+        await transcribed(turn.strategy, transcript)
+        await wait_until_judged(turn.strategy)
+        await hear_silence(turn.strategy, LONG - FRAME_SECS)
+        assert turn.stops() == 0, "the turn ended while the voice said there was more"
+        await hear_silence(turn.strategy, FRAME_SECS * 2)
+        assert turn.stops() == 1
+
+
+async def test_a_finished_sentence_that_sounds_finished_ends_after_the_short_pause() -> None:
+    audio = await asyncio.to_thread(synthesize, "Please turn on the kitchen lights.", 16000)
+    async with transcript_strategy(hear_tone=True) as turn:
+        await hear_speech(turn.strategy, trim_silence(audio, QUIET_LEVEL))
+        await transcribed(turn.strategy, "Please turn on the kitchen lights.")
+        await wait_until_judged(turn.strategy)
+        await hear_silence(turn.strategy, SHORT + FRAME_SECS)
+        assert turn.stops() == 1
+
+
+async def wait_until_judged(strategy: WholeSentenceStopStrategy) -> None:
+    """The tone is judged on a thread of its own while the audio goes on; here, wait."""
+    judging = strategy._tone_task
+    assert judging is not None, "the tone was not being judged"
+    await asyncio.wait_for(judging, 10)

@@ -1,8 +1,8 @@
 // The page: Start makes a Call (call.js) and Stop ends it, leaving the page
 // ends it too, and the health notice says whether the backends are ready.
 // The pieces: view.js shows things, call.js runs one conversation (with
-// signalling.js, peer.js, reconnect.js and conversation.js), transcript.js
-// keeps the words.
+// signalling.js, peer.js, reconnect.js, conversation.js and heard-meter.js,
+// which measures the latency heard), transcript.js keeps the words.
 
 import { Call } from "./call.js";
 import { watchHealth } from "./health.js";
@@ -36,7 +36,8 @@ window.addEventListener("pageshow", (event) => {
 
 // The one test and debug hook (tests/test_browser.py reads it): the latest
 // call, read-only. `pc` stays the last peer connection (closed after Stop)
-// until the next Start; `events` are the last RTVI messages with page time in ms.
+// until the next Start; `events` are the last RTVI messages with page time in ms;
+// `heard` the latency heard for each reply, {ms, speechEnd, replyStart} (see heard-latency.js).
 window.voiceAgent = Object.freeze({
   get state() { return call?.state ?? "idle"; },
   get activity() { return call?.activity ?? null; },
@@ -44,6 +45,7 @@ window.voiceAgent = Object.freeze({
   get pcId() { return call?.pcId ?? null; },
   get botReady() { return call?.botReady ?? false; },
   get events() { return [...(call?.events ?? [])]; },
+  get heard() { return (call?.heard ?? []).map((measurement) => ({ ...measurement })); },
   get error() { return call?.error ?? ""; },
 });
 

@@ -1,6 +1,7 @@
 // One press of Start, until Stop or a failure ends it: the microphone, the
-// peer connection with its data channel and signalling, the timers, and what
-// the page shows meanwhile. A Call is used once; the next Start makes a new one.
+// peer connection with its data channel and signalling, the timers, the
+// latency heard (heard-meter.js), and what the page shows meanwhile. A Call
+// is used once; the next Start makes a new one.
 // When the network drops the connection mid-call, the call moves the
 // conversation onto a new peer connection (see reconnect.js).
 //
@@ -12,6 +13,7 @@
 
 import { fetchIceServers } from "./config.js";
 import { Conversation } from "./conversation.js";
+import { HeardMeter } from "./heard-meter.js";
 import {
   ENDED_BY_ASSISTANT, NOT_ESTABLISHED, RECONNECT_FAILED, couldNotConnect, couldNotReconnect, notConnectedInTime,
 } from "./messages.js";
@@ -34,6 +36,7 @@ export class Call {
   #over = new AbortController();
   #transcript;
   #conversation;
+  #heard;
   #mic = null;
   #iceServers = [];
   #link = null; // the current peer connection: {pc, dc, signalling, over}
@@ -49,6 +52,9 @@ export class Call {
       problem: (text) => this.#showError(text, true),
       spoke: () => { if (this.#errorPassing) this.#showError(""); },
       fatal: (text) => this.#end("failed", text),
+    });
+    this.#heard = new HeardMeter(({ ms }) => {
+      if (!this.#ended) transcript.setHeardLatency(ms);
     });
   }
 
@@ -72,6 +78,11 @@ export class Call {
     return this.#conversation.events;
   }
 
+  // One per reply heard: {ms, speechEnd, replyStart}, see heard-latency.js.
+  get heard() {
+    return this.#heard.latency.measurements;
+  }
+
   get #ended() {
     return this.#over.signal.aborted;
   }
@@ -85,6 +96,7 @@ export class Call {
       return;
     }
     view.primeAudio();
+    this.#heard.start();
     this.#setState("requesting-microphone");
     let mic;
     try {
@@ -99,6 +111,7 @@ export class Call {
       return;
     }
     this.#mic = mic;
+    this.#heard.hearMicrophone(mic);
     this.#transcript.reset();
     this.#setState("connecting");
     this.#after(CONNECT_TIMEOUT_MS, () => this.#connectTimedOut());
@@ -133,7 +146,11 @@ export class Call {
     this.#link = link;
     this.pc = pc;
     const on = (target, type, listener) => target.addEventListener(type, listener, { signal: over.signal });
-    on(pc, "track", (event) => view.playRemote(event.streams[0] ?? new MediaStream([event.track])));
+    on(pc, "track", (event) => {
+      const stream = event.streams[0] ?? new MediaStream([event.track]);
+      view.playRemote(stream);
+      this.#heard.hearAssistant(stream);
+    });
     on(pc, "connectionstatechange", () => this.#onConnectionState());
     on(pc, "iceconnectionstatechange", () => {
       if (["disconnected", "failed"].includes(pc.iceConnectionState)) this.#lost(`ICE ${pc.iceConnectionState}`);
@@ -235,6 +252,7 @@ export class Call {
     if (this.#ended) return;
     this.#over.abort();
     stopTracks(this.#mic);
+    this.#heard.close();
     this.#release();
     view.stopRemote();
     this.#conversation.end();

@@ -58,7 +58,8 @@ export class Conversation {
   handle({ type, data }) {
     const transcript = this.#transcript;
     const call = this.#call;
-    this.events.push({ t: Math.round(performance.now()), type, ...(type === "bot-output" ? { data } : {}) });
+    const kept = type === "bot-output" || type === "server-message";
+    this.events.push({ t: Math.round(performance.now()), type, ...(kept ? { data } : {}) });
     if (this.events.length > MAX_EVENTS) this.events.shift();
     switch (type) {
       case "bot-ready": {
@@ -122,7 +123,9 @@ export class Conversation {
 
       case "server-message":
         if (data.type === "turn-latency" && typeof data.ms === "number") {
-          transcript.setTurnLatency(data.ms, "server");
+          transcript.setTurnLatency(data.ms, "server", breakdown(data.parts_ms));
+        } else if (data.type === "turn-continued") {
+          transcript.turnContinued();
         }
         break;
 
@@ -151,4 +154,11 @@ export class Conversation {
       }, THINKING_TIMEOUT_MS);
     }
   }
+}
+
+// The parts of a turn's latency the server may send with it ({key: ms}), or null.
+function breakdown(parts) {
+  if (!parts || typeof parts !== "object") return null;
+  const known = Object.entries(parts).filter(([, ms]) => typeof ms === "number" && Number.isFinite(ms));
+  return known.length ? Object.fromEntries(known) : null;
 }

@@ -6,15 +6,14 @@
 //   <li class="entry bot">   <span class="who">Assistant</span> <span class="latency">replied in 640 ms</span>
 //                            <p class="text">spoken words <span class="pending">being spoken</span></p>
 //                            <span class="cut">(interrupted)</span>   (shown, and .interrupted on the li, if cut short)
-//   A bot entry that answers a user turn gets .latency and data-latency-ms /
-//   data-latency-source ("server" | "client") once known.
+//                            <span class="withdrawn-note">withdrawn: you went on</span>
+//                            (and .withdrawn on the li: a reply the agent took back, see turnContinued)
+//   A bot entry that answers a user turn gets its latency figures once known
+//   (.latency and .heard, see turn-latency.js).
+
+import { clearTurnLatency, showTurnLatency } from "./turn-latency.js";
 
 const NEAR_BOTTOM_PX = 48;
-
-export function formatLatency(ms) {
-  if (ms < 1000) return `${Math.round(ms)} ms`;
-  return `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
-}
 
 export class Transcript {
   constructor(list, emptyNote) {
@@ -32,9 +31,13 @@ export class Transcript {
     this.openUser = null; // the user entry still being added to
     this.openBot = null; // the bot entry of the current bot turn
     this.awaitingReply = false; // the user finished a turn; the next bot entry answers it
-    this.pendingLatency = null; // latency that came before its bot entry
+    this.pendingLatency = null; // the agent's latency figure that came before its bot entry
+    this.pendingHeard = null; // the latency heard in the page that came before its bot entry
+    this.turnUser = null; // the user entry with the words of the current (or last) user turn
+    this.previousTurnUser = null; // the user entry with the words of the user turn before it
     this.segmentOwner = new Map(); // bot-output segment_id -> entry
-    this._bot = new WeakMap(); // bot entry -> {segments: Map(id -> {spoken, pending}), isReply}
+    // bot entry -> {segments: Map(id -> {spoken, pending}), isReply, agent: {ms, source, parts}, heardMs}
+    this._bot = new WeakMap();
     this.botSpeaking = false;
   }
 
@@ -57,6 +60,7 @@ export class Transcript {
     const el = entry.querySelector(".text");
     el.textContent = el.textContent ? `${el.textContent} ${text}` : text;
     entry.querySelector(".interim").textContent = "";
+    this.turnUser = entry;
     // Whatever the bot says after this is its answer: a new bot entry.
     this.openBot = null;
     this.awaitingReply = true;
@@ -71,6 +75,33 @@ export class Transcript {
   // The user started talking again: latency held for an answer is stale.
   userTurnStarted() {
     this.pendingLatency = null;
+    this.pendingHeard = null;
+    if (this.turnUser) [this.previousTurnUser, this.turnUser] = [this.turnUser, null];
+  }
+
+  // The agent's "turn-continued": the person went on after the bot began
+  // answering, so the conversation now holds their last turn and the one
+  // before it as one user message, without the reply begun in between. The
+  // transcript shows the same: one user entry, and that reply withdrawn (kept,
+  // struck through: the person heard it begin, and the note says why it stopped).
+  turnContinued() {
+    const first = this.previousTurnUser;
+    const rest = this.turnUser;
+    // No reply entry in between: both parts went into one entry already.
+    if (!first || !rest || first === rest) return;
+    for (let el = first.nextElementSibling; el && el !== rest; el = el.nextElementSibling) {
+      if (this._bot.has(el)) this._withdraw(el);
+    }
+    const text = first.querySelector(".text");
+    text.textContent = `${text.textContent} ${rest.querySelector(".text").textContent}`;
+    if (this.openUser === rest) {
+      first.querySelector(".interim").textContent = rest.querySelector(".interim").textContent;
+      this.openUser = first;
+    }
+    rest.remove();
+    this.turnUser = first;
+    this.previousTurnUser = null;
+    this._changed();
   }
 
   // --- bot side ------------------------------------------------------------
@@ -138,18 +169,53 @@ export class Transcript {
   }
 
   // Latency of the current turn: end of the user's speech to first reply audio.
-  // The server's figure wins over the page's own estimate.
-  setTurnLatency(ms, source) {
+  // The server's figure wins over the page's own estimate. `parts`: the
+  // server's breakdown ({key: ms}), if it sent one.
+  setTurnLatency(ms, source, parts = null) {
     if (!Number.isFinite(ms) || ms < 0) return;
+    const figure = { ms, source, parts };
     if (this.awaitingReply) {
-      if (!this.pendingLatency || source === "server") this.pendingLatency = { ms, source };
+      if (!this.pendingLatency || source === "server") this.pendingLatency = figure;
       return;
     }
     const entry = this.openBot;
-    if (entry && this._bot.get(entry).isReply) this._applyLatency(entry, ms, source);
+    if (entry && this._bot.get(entry).isReply) this._applyLatency(entry, figure);
+  }
+
+  // The latency heard in the page for the current reply (heard-latency.js):
+  // one figure per reply, the first.
+  setHeardLatency(ms) {
+    if (!Number.isFinite(ms) || ms < 0) return;
+    if (this.awaitingReply) {
+      this.pendingHeard ??= ms;
+      return;
+    }
+    const state = this.openBot && this._bot.get(this.openBot);
+    if (!state?.isReply || state.heardMs !== null) return;
+    state.heardMs = ms;
+    this._showLatency(this.openBot);
   }
 
   // --- internals -------------------------------------------------------------
+
+  // A reply that is no longer in the conversation: what was said of it stays,
+  // struck through; it answers nothing, so it keeps no latency figures.
+  _withdraw(entry) {
+    const state = this._bot.get(entry);
+    if (entry.classList.contains("withdrawn")) return;
+    for (const s of state.segments.values()) s.pending = ""; // never to be said
+    this._renderBot(entry);
+    Object.assign(state, { isReply: false, agent: null, heardMs: null });
+    clearTurnLatency(entry);
+    entry.classList.add("withdrawn");
+    entry.querySelector(".cut").hidden = true; // the note below says more
+    const note = document.createElement("span");
+    note.className = "withdrawn-note";
+    note.textContent = "withdrawn: you went on";
+    entry.append(note);
+    if (this.openBot === entry) this.openBot = null;
+    this._changed();
+  }
 
   _newUser() {
     const entry = this._entry("user", "You");
@@ -170,14 +236,14 @@ export class Transcript {
     cut.hidden = true;
     entry.append(cut);
     const isReply = this.awaitingReply;
-    this._bot.set(entry, { segments: new Map(), isReply });
+    this._bot.set(entry, { segments: new Map(), isReply, agent: null, heardMs: null });
     this.awaitingReply = false;
     this.openBot = entry;
     this.openUser = null;
-    if (isReply && this.pendingLatency) {
-      this._applyLatency(entry, this.pendingLatency.ms, this.pendingLatency.source);
-    }
+    if (isReply && this.pendingLatency) this._applyLatency(entry, this.pendingLatency);
+    if (isReply && this.pendingHeard !== null) this.setHeardLatency(this.pendingHeard);
     this.pendingLatency = null;
+    this.pendingHeard = null;
     return entry;
   }
 
@@ -207,20 +273,16 @@ export class Transcript {
     this._changed();
   }
 
-  _applyLatency(entry, ms, source) {
-    if (entry.dataset.latencySource === "server" && source !== "server") return;
-    let el = entry.querySelector(".latency");
-    if (!el) {
-      el = document.createElement("span");
-      el.className = "latency";
-      entry.querySelector(".who").after(el);
-    }
-    entry.dataset.latencyMs = String(Math.round(ms));
-    entry.dataset.latencySource = source;
-    el.textContent = `replied in ${formatLatency(ms)}`;
-    el.title = source === "server"
-      ? "From the end of your speech to the first sound of the reply, measured by the appliance"
-      : "From the end of your speech to the first sound of the reply, estimated by this page";
+  _applyLatency(entry, figure) {
+    const state = this._bot.get(entry);
+    if (state.agent?.source === "server" && figure.source !== "server") return;
+    state.agent = figure;
+    this._showLatency(entry);
+  }
+
+  _showLatency(entry) {
+    const { agent, heardMs } = this._bot.get(entry);
+    showTurnLatency(entry, { agent, heardMs });
     this._changed();
   }
 

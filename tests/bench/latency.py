@@ -34,6 +34,7 @@ import httpx
 import numpy as np
 
 from tests.audio import LOUD_RMS, pad_with_silence, synthesize, trim_silence
+from tests.bench.turn_settings import TURN_SETTINGS
 from tests.helpers import (
     ARTIFACTS,
     LLM_MODEL,
@@ -104,28 +105,8 @@ PROFILES = {
 }
 
 
-@dataclass(frozen=True)
-class TurnSettings:
-    name: str
-    label: str
-    env: tuple[tuple[str, str], ...]
-
-
-TURN_SETTINGS = {
-    settings.name: settings
-    for settings in (
-        TurnSettings(
-            "default",
-            "agent defaults: TURN_SILENCE_SECS=0.6, VAD_STOP_SECS=0.2",
-            (("TURN_DETECTION", "silence"), ("TURN_SILENCE_SECS", "0.6"), ("VAD_STOP_SECS", "0.2")),
-        ),
-        TurnSettings(
-            "fast",
-            "TURN_SILENCE_SECS=0 (the turn ends with the transcript), VAD_STOP_SECS=0.2",
-            (("TURN_DETECTION", "silence"), ("TURN_SILENCE_SECS", "0"), ("VAD_STOP_SECS", "0.2")),
-        ),
-    )
-}
+# The turn settings of the default plan; --turn-settings picks any of TURN_SETTINGS.
+PLANNED_TURNS = ("default", "fast")
 
 
 @dataclass(frozen=True)
@@ -157,7 +138,7 @@ def plan(args: argparse.Namespace) -> list[Row]:
         rows = [
             Row(profile, turn, sessions, turns_for(sessions))
             for profile in PROFILES
-            for turn in TURN_SETTINGS
+            for turn in args.turn_settings or PLANNED_TURNS
             for sessions in args.sessions
         ]
     else:
@@ -165,7 +146,7 @@ def plan(args: argparse.Namespace) -> list[Row]:
         rows = [
             Row(profile, turn, sessions, turns_for(sessions))
             for profile in PROFILES
-            for turn in TURN_SETTINGS
+            for turn in args.turn_settings or PLANNED_TURNS
             for sessions in (1, 4, 12)
             if turn == "fast" or sessions < 12
         ]
