@@ -156,6 +156,12 @@ class Settings:
         "WEBRTC_HOST_ADDRESSES", "", parse.ip_addresses, WEBRTC,
         "IP addresses offered to browsers for audio; empty offers every interface's.",
     )
+    webrtc_audio_reorder_packets: int = setting(
+        "WEBRTC_AUDIO_REORDER_PACKETS", "2", parse.int_range(0, 15), WEBRTC,
+        "How many later microphone packets (20 ms each) the agent waits for a missing one "
+        "before going on without it: the reordering it repairs, and the most audio it holds "
+        "back. 0 takes audio in as it arrives.",
+    )
     connect_timeout_secs: float = setting(
         "WEBRTC_CONNECT_TIMEOUT_SECS", "30", parse.float_range(1, 600), WEBRTC,
         "A browser that has not connected this long after its offer is let go.",

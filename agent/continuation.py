@@ -6,8 +6,9 @@ does that), and this makes the second half join the first: when the next turn is
 to the conversation, the interrupted reply is taken out and both halves become one user
 message, answered once.
 
-It sits between the user aggregator and the LLM, where it sees the turns start and end,
-the bot stop speaking (upstream) and every context on its way to the LLM.
+It sits between the user aggregator and the LLM, where it sees turns start, their words
+written to the conversation, the bot stop speaking (upstream) and every context on its
+way to the LLM.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from pipecat.frames.frames import (
     LLMContextFrame,
     LLMContextUserTurnFrame,
     UserStartedSpeakingFrame,
-    UserStoppedSpeakingFrame,
 )
 from pipecat.processors.aggregators.llm_context import LLMContext, LLMContextMessage
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
@@ -58,20 +58,21 @@ class TurnContinuation(FrameProcessor):
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
-        if isinstance(frame, UserStoppedSpeakingFrame):
-            self._turn_ended_at = time.monotonic()
-            self._reply_over = False
-        elif isinstance(frame, BotStoppedSpeakingFrame):
+        if isinstance(frame, BotStoppedSpeakingFrame):
             self._reply_over = True
         elif isinstance(frame, UserStartedSpeakingFrame):
             self._first_part = self._turn_gone_on_with()
         elif isinstance(frame, LLMContextFrame) and frame.speculation:
             self._join(frame.context, keep_going=True)  # a provisional copy
-        elif isinstance(frame, (LLMContextFrame, LLMContextUserTurnFrame)) and self._join(
-            self._context, keep_going=False
-        ):
-            # The page joins the two parts in its transcript and strikes the reply.
-            await self.push_frame(RTVIServerMessageFrame(data={"type": "turn-continued"}))
+        elif isinstance(frame, (LLMContextFrame, LLMContextUserTurnFrame)):
+            if self._join(self._context, keep_going=False):
+                # The page joins the two parts in its transcript and strikes the reply.
+                await self.push_frame(RTVIServerMessageFrame(data={"type": "turn-continued"}))
+            if isinstance(frame, LLMContextUserTurnFrame):
+                # A turn's words are in the conversation: its reply is on its way. (A turn
+                # that ended with no words, a cough, has no reply to withdraw.)
+                self._turn_ended_at = time.monotonic()
+                self._reply_over = False
         await self.push_frame(frame, direction)
 
     def _turn_gone_on_with(self) -> LLMContextMessage | None:

@@ -10,6 +10,7 @@ from aiortc.sdp import candidate_from_sdp
 from pipecat.transports.smallwebrtc.connection import IceServer, SmallWebRTCConnection
 
 from agent.config import Settings
+from agent.jitter import listen_through_reorder_buffer
 
 # Pipecat's own connecting-state timeout cancels itself halfway through closing the peer
 # connection, after which close() never returns; ours (WEBRTC_CONNECT_TIMEOUT_SECS) acts
@@ -18,6 +19,7 @@ PIPECAT_TIMEOUT_MARGIN_SECS = 60
 
 
 def new_connection(settings: Settings) -> SmallWebRTCConnection:
+    listen_through_reorder_buffer(settings.webrtc_audio_reorder_packets)
     return SmallWebRTCConnection(
         ice_servers=[IceServer(**server) for server in settings.ice_servers_for_browser],
         connection_timeout_secs=round(settings.connect_timeout_secs) + PIPECAT_TIMEOUT_MARGIN_SECS,

@@ -36,6 +36,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 from pipecat.frames.frames import (
     DataFrame,
     Frame,
@@ -182,7 +183,7 @@ class WholeSentenceStopStrategy(BaseUserTurnStopStrategy):
             self._speculation = None
             await self.trigger_user_turn_speculation_cancelled()
 
-    async def _judge_tone(self, samples) -> None:
+    async def _judge_tone(self, samples: np.ndarray) -> None:
         self._sounds_finished = await sounds_finished(samples)
         self._tone_task = None
         await self._consider_ending()

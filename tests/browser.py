@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from playwright.sync_api import BrowserContext, Playwright
+from playwright.sync_api import BrowserContext, Page, Playwright, expect
 
 CHROMIUM = Path("/usr/bin/chromium")
 DESKTOP = {"width": 1280, "height": 900}
@@ -90,3 +90,26 @@ def inbound_audio_script(pc: str) -> str:
   }
 }"""
     ).replace("PC", pc)
+
+
+@contextmanager
+def idle_page(base_url: str, playwright: Playwright, profile: Path) -> Iterator[Page]:
+    """The agent's page, loaded and idle (no microphone): for tests of its modules."""
+    with chromium(playwright, profile, microphone=None) as context:
+        page = context.pages[0]
+        page.on("console", lambda message: print(f"[page {message.type}] {message.text}"))
+        page.goto(base_url)
+        expect(page.locator("#status")).to_have_text("Not connected")
+        yield page
+
+
+@contextmanager
+def explained(page: Page, artifacts: Path, name: str) -> Iterator[None]:
+    """On a failure, keep a screenshot and print what the page had received."""
+    try:
+        yield
+    except Exception:
+        page.screenshot(path=artifacts / f"{name}-failed.png")
+        print(f"[page state] {page.evaluate('JSON.stringify(window.voiceAgent)')}")
+        print(f"[heard] {page.evaluate('JSON.stringify(window.voiceAgent.heard)')}")
+        raise

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -20,7 +19,7 @@ import pytest
 from playwright.sync_api import BrowserContext, Page, Playwright, Route, expect
 
 from tests.audio import pad_with_silence, synthesize, write_wav
-from tests.browser import CHROMIUM, DESKTOP, chromium, inbound_audio_script
+from tests.browser import CHROMIUM, DESKTOP, chromium, explained, inbound_audio_script
 from tests.helpers import (
     LLM_MODEL,
     STT_MODEL,
@@ -70,17 +69,6 @@ def open_page(context: BrowserContext, base_url: str, new: bool = False) -> Page
     page.goto(base_url)
     expect(page.locator("#status")).to_have_text("Not connected")
     return page
-
-
-@contextmanager
-def explained(page: Page, artifacts: Path, name: str) -> Iterator[None]:
-    """On a failure, keep a screenshot and print what the page had received."""
-    try:
-        yield
-    except Exception:
-        page.screenshot(path=artifacts / f"{name}-failed.png")
-        print(f"[page state] {page.evaluate('JSON.stringify(window.voiceAgent)')}")
-        raise
 
 
 def test_a_conversation_through_the_page(

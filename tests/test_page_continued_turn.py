@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, Playwright, expect
+from playwright.sync_api import Page, Playwright
 
-from tests.browser import CHROMIUM, chromium
+from tests.browser import CHROMIUM, idle_page
 from tests.helpers import AgentProcess
 
 pytestmark = pytest.mark.browser
@@ -68,13 +68,8 @@ RUN = """async (messages) => {
 
 @pytest.fixture
 def page(agent: AgentProcess, playwright: Playwright, tmp_path: Path) -> Iterator[Page]:
-    """The agent's page, idle: it serves the modules under test and their style."""
-    with chromium(playwright, tmp_path / "profile", microphone=None) as context:
-        page = context.pages[0]
-        page.on("console", lambda message: print(f"[page {message.type}] {message.text}"))
-        page.goto(agent.base_url)
-        expect(page.locator("#status")).to_have_text("Not connected")
-        yield page
+    with idle_page(agent.base_url, playwright, tmp_path / "profile") as loaded:
+        yield loaded
 
 
 def output(segment_id: int, text: str, status: str, said: str = "") -> list:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import pytest
 from playwright.sync_api import Page, Playwright, expect
 
 from tests.audio import pad_with_silence, synthesize, trim_silence, write_wav
-from tests.browser import CHROMIUM, chromium
+from tests.browser import CHROMIUM, chromium, explained, idle_page
 from tests.helpers import AgentProcess
 
 pytestmark = pytest.mark.browser
@@ -129,13 +128,8 @@ OFFLINE_RUN = """async ({ local, remote, rate }) => {
 
 @pytest.fixture
 def page(agent: AgentProcess, playwright: Playwright, tmp_path: Path) -> Iterator[Page]:
-    """The agent's page, idle: it serves the modules under test."""
-    with chromium(playwright, tmp_path / "profile", microphone=None) as context:
-        page = context.pages[0]
-        page.on("console", lambda message: print(f"[page {message.type}] {message.text}"))
-        page.goto(agent.base_url)
-        expect(page.locator("#status")).to_have_text("Not connected")
-        yield page
+    with idle_page(agent.base_url, playwright, tmp_path / "profile") as loaded:
+        yield loaded
 
 
 def run_offline(page: Page, tracks: Tracks) -> dict:
@@ -229,17 +223,6 @@ def microphone_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def formatted(ms: int) -> str:
     """A whole number of ms as the page writes it."""
     return f"{ms} ms" if ms < 1000 else f"{ms / 1000:.2f} s"
-
-
-@contextmanager
-def explained(page: Page, artifacts: Path, name: str) -> Iterator[None]:
-    try:
-        yield
-    except Exception:
-        page.screenshot(path=artifacts / f"{name}-failed.png")
-        print(f"[page state] {page.evaluate('JSON.stringify(window.voiceAgent)')}")
-        print(f"[heard] {page.evaluate('JSON.stringify(window.voiceAgent.heard)')}")
-        raise
 
 
 def test_each_reply_shows_the_latency_heard(

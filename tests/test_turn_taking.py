@@ -6,6 +6,8 @@ conversation."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import numpy as np
 import pytest
@@ -53,18 +55,38 @@ async def say_and_wait(client: VoiceClient, speech: np.ndarray) -> float:
     return spoke_until
 
 
-async def test_a_hesitation_is_one_turn_and_the_dropped_speculative_reply_is_never_heard(
-    agent: AgentProcess, ollama_url: str
-) -> None:
+@asynccontextmanager
+async def greeted(agent: AgentProcess, ollama_url: str) -> AsyncIterator[tuple[VoiceClient, int]]:
+    """A connected client that has heard the greeting, and the chat requests made so far."""
     loopback_only()
-    first, second = await asyncio.gather(
-        spoken("What is the weather going to be like in"), spoken("Rome on Saturday")
-    )
     client = VoiceClient(agent.base_url)
     await client.connect()
     try:
-        await client.wait_for_spoken_reply(since=0)  # the greeting
-        requests_before = len(await asyncio.to_thread(chat_requests, ollama_url))
+        await client.wait_for_spoken_reply(since=0)
+        yield client, len(await asyncio.to_thread(chat_requests, ollama_url))
+    finally:
+        await client.close()
+
+
+def assert_one_user_message_then_thanks(requests: list[dict], words: set[str]) -> None:
+    """The conversation the last request carries: the sentence as one user message, its
+    one reply, then the "Thank you" turn."""
+    history = user_messages(requests[-1])
+    assert len(history) == 2, f"the sentence is not one user message: {history}"
+    assert words <= set(history[0]), history
+    roles = [m["role"] for m in requests[-1]["messages"]]
+    assert roles == ["system", "assistant", "user", "assistant", "user"], (
+        f"a withdrawn reply is still in the conversation: {roles}"
+    )
+
+
+async def test_a_hesitation_is_one_turn_and_the_dropped_speculative_reply_is_never_heard(
+    agent: AgentProcess, ollama_url: str
+) -> None:
+    first, second = await asyncio.gather(
+        spoken("What is the weather going to be like in"), spoken("Rome on Saturday")
+    )
+    async with greeted(agent, ollama_url) as (client, requests_before):
         since = len(client.messages)
         sentence = np.concatenate([first, silence(HESITATION_SECS), second])
         spoke_until = await say_and_wait(client, sentence)
@@ -72,30 +94,19 @@ async def test_a_hesitation_is_one_turn_and_the_dropped_speculative_reply_is_nev
         assert onset is not None and onset >= spoke_until, "a reply began before the sentence ended"
         assert len(replies_heard(client, since)) == 1, replies_heard(client, since)
         await say_and_wait(client, await spoken("Thank you"))
-    finally:
-        await client.close()
     requests = (await asyncio.to_thread(chat_requests, ollama_url))[requests_before:]
     halves = [request for request in requests if "saturday" not in user_messages(request)[-1]]
     assert halves, "no reply was started speculatively for the first half (nothing was tested)"
-    history = user_messages(requests[-1])
-    assert len(history) == 2, f"the sentence is not one user message: {history}"
-    assert {"weather", "saturday"} <= set(history[0]), history
-    roles = [m["role"] for m in requests[-1]["messages"]]
-    assert roles == ["system", "assistant", "user", "assistant", "user"], roles
+    assert_one_user_message_then_thanks(requests, {"weather", "saturday"})
 
 
 async def test_going_on_after_the_reply_began_is_one_turn(
     agent: AgentProcess, ollama_url: str
 ) -> None:
-    loopback_only()
     first, second = await asyncio.gather(
         spoken("Please turn on the lights in the kitchen"), spoken("and in the hallway too")
     )
-    client = VoiceClient(agent.base_url)
-    await client.connect()
-    try:
-        await client.wait_for_spoken_reply(since=0)  # the greeting
-        requests_before = len(await asyncio.to_thread(chat_requests, ollama_url))
+    async with greeted(agent, ollama_url) as (client, requests_before):
         first_until = await client.microphone.say(first)
         # The turn ends and the bot begins to answer "…in the kitchen"; the person goes on.
         await client.wait_for_sound(after=first_until, timeout=30)
@@ -106,13 +117,5 @@ async def test_going_on_after_the_reply_began_is_one_turn(
         told = [m.get("data") for m in client.messages[since:] if m.get("type") == "server-message"]
         assert {"type": "turn-continued"} in told, "the page was not told the turn went on"
         await say_and_wait(client, await spoken("Thank you"))
-    finally:
-        await client.close()
     requests = (await asyncio.to_thread(chat_requests, ollama_url))[requests_before:]
-    history = user_messages(requests[-1])
-    assert len(history) == 2, f"the two halves are not one user message: {history}"
-    assert {"kitchen", "hallway"} <= set(history[0]), history
-    roles = [m["role"] for m in requests[-1]["messages"]]
-    assert roles == ["system", "assistant", "user", "assistant", "user"], (
-        f"the interrupted reply to the first half is still in the conversation: {roles}"
-    )
+    assert_one_user_message_then_thanks(requests, {"kitchen", "hallway"})

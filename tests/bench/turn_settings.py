@@ -29,6 +29,12 @@ TURN_SETTINGS = {
             (("TURN_DETECTION", "silence"), ("TURN_SILENCE_SECS", "0"), ("VAD_STOP_SECS", "0.2")),
         ),
         TurnSettings(
+            "quick-ears",
+            "the defaults with VAD_STOP_SECS=0.1 and TURN_SILENCE_SECS=0.05: what shorter "
+            "waits would gain, and cost in cut-offs",
+            (("VAD_STOP_SECS", "0.1"), ("TURN_SILENCE_SECS", "0.05")),
+        ),
+        TurnSettings(
             "smart-turn",
             "TURN_DETECTION=smart-turn (Pipecat's local Smart Turn model)",
             (("TURN_DETECTION", "smart-turn"),),
