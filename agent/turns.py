@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+import structlog
 from pipecat.frames.frames import (
     DataFrame,
     Frame,
@@ -50,6 +51,8 @@ from pipecat.turns.user_stop import BaseUserTurnStopStrategy
 
 from agent.prosody import TurnAudio, sounds_finished
 from agent.turn_text import reads_finished
+
+log = structlog.get_logger("turns")
 
 Outcome = Literal["text", "empty", "failed"]
 
@@ -87,6 +90,7 @@ class WholeSentenceStopStrategy(BaseUserTurnStopStrategy):
         self._hear_tone = hear_tone
         self._speculate = speculate
         self._text = ""
+        self._text_reads_finished = False  # judged once per transcript, not per audio frame
         self._speaking = False
         # Segments outlive turns: one spoken just before a turn ended is still owed.
         self._segments_in_flight = 0
@@ -135,6 +139,7 @@ class WholeSentenceStopStrategy(BaseUserTurnStopStrategy):
                 )
         elif isinstance(frame, TranscriptionFrame):
             self._text = f"{self._text} {frame.text}".strip()
+            self._text_reads_finished = reads_finished(self._text)
             await self._consider_ending()
         elif isinstance(frame, SegmentTranscribedFrame):
             self._segments_in_flight = max(0, self._segments_in_flight - 1)
@@ -143,7 +148,7 @@ class WholeSentenceStopStrategy(BaseUserTurnStopStrategy):
 
     def _pause_needed(self) -> float | None:
         """The pause that ends this turn; None until the tone has been judged."""
-        if self._read_transcript and not reads_finished(self._text):
+        if self._read_transcript and not self._text_reads_finished:
             return self._hesitation_secs
         if self._hear_tone:
             if self._sounds_finished is None:
@@ -184,7 +189,12 @@ class WholeSentenceStopStrategy(BaseUserTurnStopStrategy):
             await self.trigger_user_turn_speculation_cancelled()
 
     async def _judge_tone(self, samples: np.ndarray) -> None:
-        self._sounds_finished = await sounds_finished(samples)
+        try:
+            self._sounds_finished = await sounds_finished(samples)
+        except Exception:
+            # Never leave the turn waiting on a model that cannot run: the transcript decides.
+            log.exception("Smart Turn could not judge the turn; going by the transcript alone")
+            self._sounds_finished = True
         self._tone_task = None
         await self._consider_ending()
 
@@ -196,6 +206,7 @@ class WholeSentenceStopStrategy(BaseUserTurnStopStrategy):
 
     async def _forget_turn(self) -> None:
         self._text = ""
+        self._text_reads_finished = False
         self._pause_heard = None
         await self._stop_judging_tone()
         await self._withdraw_speculation()

@@ -417,3 +417,18 @@ async def wait_until_judged(strategy: WholeSentenceStopStrategy) -> None:
     judging = strategy._tone_task
     assert judging is not None, "the tone was not being judged"
     await asyncio.wait_for(judging, 10)
+
+
+async def test_a_tone_model_that_fails_leaves_the_turn_to_the_transcript(monkeypatch) -> None:
+    """A fault injected into the model run: the turn still ends, by the transcript."""
+
+    async def broken_model(_samples):
+        raise RuntimeError("onnxruntime could not run the model")
+
+    monkeypatch.setattr("agent.turns.sounds_finished", broken_model)
+    async with transcript_strategy(hear_tone=True) as turn:
+        await hear_speech(turn.strategy, np.zeros(3200, np.int16))
+        await transcribed(turn.strategy, "Please turn on the kitchen lights.")
+        await wait_until_judged(turn.strategy)
+        await hear_silence(turn.strategy, SHORT + FRAME_SECS)
+        assert turn.stops() == 1, "a failed tone judgement held the turn open"
