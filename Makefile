@@ -44,8 +44,9 @@ test-deps: ## Install what the tests need (Debian packages when root, locked Pyt
 test: test-deps ## Run the whole test suite (network-isolated to 127.0.0.1 when root)
 	scripts/isolated.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: test-deps ## Print latency, load, split-sentence and pause-set figures (~13 min; BENCH_ARGS=--quick ~3)
+bench: test-deps ## Print latency, capacity, split-sentence and pause-set figures (~19 min; BENCH_ARGS=--quick ~5)
 	scripts/isolated.sh $(BIN)/python -m tests.bench.latency $(BENCH_ARGS)
+	scripts/isolated.sh $(BIN)/python -m tests.bench.capacity $(BENCH_ARGS)
 	scripts/isolated.sh $(BIN)/python -m tests.bench.splits $(BENCH_ARGS)
 	scripts/isolated.sh $(BIN)/python -m tests.bench.pauses $(BENCH_ARGS)
 

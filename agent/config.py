@@ -91,6 +91,17 @@ class Settings:
         "SESSION_IDLE_TIMEOUT_SECS", "300", parse.float_range(10, 86400), WEB,
         "A conversation with no speech for this long is ended.",
     )
+    workers: int = setting(
+        "WORKERS", "auto", parse.count_or_cores(64), WEB,
+        "Worker processes that run the conversations (each on its own event loop); auto: "
+        "one per usable core.",
+    )
+    busy_loop_lag_ms: float = setting(
+        "BUSY_LOOP_LAG_MS", "50", parse.float_range(0, 10000), WEB,
+        "New conversations are refused as busy while every worker's event loop runs this "
+        "late on average (over 2 s), so the ones running keep answering on time; 0 never "
+        "refuses.",
+    )
 
     speaches_base_url: str = setting(
         "SPEACHES_BASE_URL", "http://localhost:8000", parse.http_url, MODELS,

@@ -7,6 +7,7 @@ message says what is allowed (``load_settings`` turns that into the user's error
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -46,6 +47,26 @@ def int_range(low: int, high: int) -> Callable[[str], int]:
 
 def float_range(low: float, high: float) -> Callable[[str], float]:
     return _in_range(float, low, high, f"a number from {low:g} to {high:g}")
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (a container's or taskset's CPU set, not the host's)."""
+    return len(os.sched_getaffinity(0))
+
+
+def count_or_cores(high: int) -> Callable[[str], int]:
+    """A whole number, or ``auto`` for as many as there are usable cores."""
+    whole = int_range(1, high)
+
+    def parse(raw: str) -> int:
+        if raw.strip().lower() == "auto":
+            return min(usable_cores(), high)
+        try:
+            return whole(raw)
+        except ValueError:
+            raise ValueError(f"auto or a whole number from 1 to {high}") from None
+
+    return parse
 
 
 def choice(*options: str) -> Callable[[str], str]:

@@ -21,6 +21,7 @@ from pipecat.services.openai.stt import OpenAISTTService
 from pipecat.services.openai.tts import OpenAITTSService
 from pipecat.transcriptions.language import Language
 
+from agent import metrics
 from agent.backends.client import MESSAGE_CHARS
 from agent.clauses import FirstClauseAggregator
 from agent.config import Settings
@@ -49,7 +50,7 @@ class Services:
 
 def build_services(settings: Settings, tts_sample_rate: int) -> Services:
     speaches_v1 = f"{settings.speaches_base_url}/v1"
-    return Services(
+    services = Services(
         stt=SpeachesSTTService(
             api_key=UNUSED_API_KEY,
             base_url=speaches_v1,
@@ -74,6 +75,10 @@ def build_services(settings: Settings, tts_sample_rate: int) -> Services:
             ),
         ),
     )
+    metrics.count_backend_errors(services.stt, "speaches")
+    metrics.count_backend_errors(services.llm, "ollama")
+    metrics.count_backend_errors(services.tts, "speaches")
+    return services
 
 
 class SpeachesSTTService(OpenAISTTService):

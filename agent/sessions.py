@@ -3,8 +3,9 @@
 A session is one browser's peer connection plus the Pipecat pipeline that talks to it.
 It ends when the browser hangs up, the connection fails or never comes up, the
 conversation goes idle, or the agent stops; whichever happens, ``_release`` runs once
-and frees everything. Sessions are keyed by ``pc_id`` and share nothing, so they could
-later be spread over several worker processes behind the same routes.
+and frees everything. Sessions are keyed by ``pc_id`` and share nothing; each worker
+process has its own manager, and tells the supervisor (``on_change``) when a session
+starts, changes id or ends.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +25,7 @@ from pipecat.processors.frameworks.rtvi.frames import RTVIServerMessageFrame
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 from pipecat.workers.runner import WorkerRunner
 
+from agent import metrics
 from agent.config import Settings
 from agent.peer import (
     IceCandidate,
@@ -71,9 +74,15 @@ class Session:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
 
+SessionChange = dict[str, Any]  # {"event": "started" | "rekeyed" | "ended", ...}
+
+
 class SessionManager:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, on_change: Callable[[SessionChange], None] = lambda _: None
+    ) -> None:
         self._settings = settings
+        self._on_change = on_change
         self._sessions: dict[str, Session] = {}
         # An ICE restart gives a session a new pc_id; the old one still finds it, since a
         # client's trickled candidates for the switch may name either.
@@ -101,6 +110,13 @@ class SessionManager:
             return await self._start(sdp, sdp_type)
         finally:
             self._starting -= 1
+
+    def ids(self) -> dict[str, list[str]]:
+        """Every session's pc_id, with the former ids that still reach it."""
+        ids: dict[str, list[str]] = {pc_id: [] for pc_id in self._sessions}
+        for former, current in self._former_ids.items():
+            ids[current].append(former)
+        return ids
 
     async def add_candidates(self, pc_id: str, candidates: list[IceCandidate]) -> None:
         session = self._find(pc_id)
@@ -140,6 +156,8 @@ class SessionManager:
         session.tasks.append(asyncio.create_task(self._run(session), name=session.pc_id))
         session.tasks.append(asyncio.create_task(self._expect_connection(session)))
         log.info("session started", session=session.pc_id, active=self.active)
+        metrics.session_started()
+        self._on_change({"event": "started", "pc_id": session.pc_id})
         return answer
 
     def _find(self, pc_id: str) -> Session:
@@ -190,6 +208,7 @@ class SessionManager:
                 self._former_ids[former] = new_id
         self._former_ids[old_id] = new_id
         session.pc_id = new_id
+        self._on_change({"event": "rekeyed", "former": old_id, "pc_id": new_id})
         log.info("session reconnecting", session=new_id, former=old_id, restarts=session.restarts)
 
     def _wire(self, session: Session, transport) -> None:
@@ -232,9 +251,11 @@ class SessionManager:
 
     async def _report_turn(self, session: Session, breakdown: LatencyBreakdown) -> None:
         is_greeting = breakdown.measured_from == "client_connected"
+        seconds = metrics.stage_seconds(breakdown)
         if not is_greeting:
             session.turns += 1
-        parts = {part.key: round(part.duration_secs * 1000) for part in breakdown.contributions}
+            metrics.record_turn(breakdown.total_secs, seconds)
+        parts = {key: round(secs * 1000) for key, secs in seconds.items()}
         total_ms = round(breakdown.total_secs * 1000)
         log.info(
             "greeting" if is_greeting else "turn",
@@ -289,8 +310,11 @@ class SessionManager:
     async def _release(self, session: Session) -> None:
         if self._sessions.pop(session.pc_id, None) is None:
             return
-        for former in [f for f, current in self._former_ids.items() if current == session.pc_id]:
+        formers = [f for f, current in self._former_ids.items() if current == session.pc_id]
+        for former in formers:
             del self._former_ids[former]
+        self._on_change({"event": "ended", "pc_ids": [session.pc_id, *formers]})
+        metrics.session_ended(session.end_reason)
         for task in session.tasks:
             if task is not asyncio.current_task():
                 task.cancel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -62,6 +63,8 @@ _addresses = st.lists(st.ip_addresses().map(str), min_size=1, max_size=3).map(
     lambda items: (", ".join(items), tuple(items))
 )
 
+CORES = len(os.sched_getaffinity(0))
+
 # A valid raw value and what the setting must become, for each variable.
 VALID = {
     "AGENT_HOST": _one_of("0.0.0.0", "127.0.0.1", "::", "homeserver"),
@@ -78,6 +81,8 @@ VALID = {
     "SYSTEM_PROMPT": _text(),
     "MAX_SESSIONS": _whole(1, 256),
     "SESSION_IDLE_TIMEOUT_SECS": _number(10, 86400),
+    "WORKERS": _whole(1, 64) | _one_of("auto", "Auto").map(lambda x: (x[0], CORES)),
+    "BUSY_LOOP_LAG_MS": _number(0, 10000),
     "LOG_LEVEL": _one_of("debug", "info", "warning", "error"),
     "LOG_FORMAT": _one_of("auto", "console", "json"),
     "ICE_SERVERS": _ice,
@@ -109,6 +114,8 @@ INVALID = {
     "TTS_FIRST_CLAUSE_WORDS": ["-1", "51", "four"],
     "LANGUAGE": ["english", "xx"],
     "MAX_SESSIONS": ["0", "-1", "many"],
+    "WORKERS": ["0", "65", "many", "2.5"],
+    "BUSY_LOOP_LAG_MS": ["-1", "fast"],
     "LOG_LEVEL": ["verbose"],
     "LOG_FORMAT": ["xml"],
     "ICE_SERVERS": ["stun.l.google.com:19302", "http://turn"],

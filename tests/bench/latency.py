@@ -24,6 +24,7 @@ import platform
 import statistics
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -177,11 +178,30 @@ class SessionResult:
     latencies_ms: list[float] = field(default_factory=list)
     greeting_ms: float | None = None  # request for a session → first greeting audio
     failures: list[str] = field(default_factory=list)
+    refusal: dict[str, Any] | None = None  # the agent's answer to an offer it turned down
+
+
+def refusal(response: httpx.Response) -> dict[str, Any]:
+    """What an agent said when it turned a session down: status, and its JSON code and words."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        return {"status": response.status_code, "code": None, "error": None}
+    return {"status": response.status_code, "code": body.get("code"), "error": body.get("error")}
 
 
 async def run_session(
-    index: int, base_url: str, speech: np.ndarray, turns: int, result: SessionResult
+    index: int,
+    base_url: str,
+    speech: np.ndarray,
+    turns: int,
+    result: SessionResult,
+    stay: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
+    """Connect, hear the greeting out, say ``speech`` ``turns`` times; then, if given, stay
+    connected (silent) until ``stay()`` returns."""
     await asyncio.sleep(index * STAGGER_SECS)  # arrivals spread on purpose, not a wait
     client = VoiceClient(base_url)
     stage = "connect"
@@ -198,24 +218,34 @@ async def run_session(
             onset = await client.wait_for_sound(spoke_until, TURN_TIMEOUT_SECS)
             result.latencies_ms.append((onset - spoke_until) * 1000)
             await reply_over(client, spoke_until, 1 + turn)
+        if stay is not None:
+            stage = "staying connected"
+            await stay()
     except asyncio.CancelledError:
         result.failures.append(f"{stage}: the row's time limit")
         raise
+    except httpx.HTTPStatusError as error:  # the offer was turned down
+        result.refusal = refusal(error.response)
+        words = f"{result.refusal['status']} {result.refusal['code']}: {result.refusal['error']}"
+        result.failures.append(f"{stage}: HTTP {words}"[:200])
     except Exception as error:
         result.failures.append(f"{stage}: {type(error).__name__}: {error}"[:200])
     finally:
         await client.close()
 
 
-async def drive(base_url: str, row: Row, speech: np.ndarray) -> list[SessionResult]:
+async def drive(
+    base_url: str, row: Row, speech: np.ndarray, limit: float | None = None
+) -> list[SessionResult]:
+    """Run the row's sessions at once; any still going after ``limit`` seconds are cancelled."""
     results = [SessionResult() for _ in range(row.sessions)]
     tasks = [
         asyncio.create_task(run_session(i, base_url, speech, row.turns, result))
         for i, result in enumerate(results)
     ]
-    # A backstop only: every wait inside a session has its own limit.
-    limit = row.sessions * STAGGER_SECS + CONNECT_TIMEOUT_SECS + GREETING_TIMEOUT_SECS
-    limit += row.turns * (TURN_TIMEOUT_SECS + 10)
+    if limit is None:  # a backstop only: every wait inside a session has its own limit
+        limit = row.sessions * STAGGER_SECS + CONNECT_TIMEOUT_SECS + GREETING_TIMEOUT_SECS
+        limit += row.turns * (TURN_TIMEOUT_SECS + 10)
     _, pending = await asyncio.wait(tasks, timeout=limit)
     for task in pending:
         task.cancel()
@@ -244,10 +274,11 @@ def machine_ticks() -> tuple[int, int]:
 def summary(values: list[float]) -> dict[str, float] | None:
     if not values:
         return None
-    p50, p90 = np.percentile(values, [50, 90])
+    p50, p90, p95 = np.percentile(values, [50, 90, 95])
     return {
         "p50": round(float(p50)),
         "p90": round(float(p90)),
+        "p95": round(float(p95)),
         "max": round(max(values)),
         "min": round(min(values)),
     }
@@ -316,6 +347,18 @@ class Backends:
     speaches_url: str
     ollama_url: str
     pids: dict[str, int]
+
+
+@contextlib.contextmanager
+def start_backends(profile: Profile) -> Iterator[Backends]:
+    """Both stand-ins with the profile's speed settings, stopped on exit."""
+    speaches_args = ("--installed-all", *profile.speaches)
+    ollama_args = ("--installed", LLM_MODEL, "--reply", REPLY, *profile.ollama)
+    with (
+        start_standin("tests.standins.speaches", *speaches_args) as (speaches, s_url),
+        start_standin("tests.standins.ollama", *ollama_args) as (ollama, o_url),
+    ):
+        yield Backends(s_url, o_url, {"speaches": speaches.pid, "ollama": ollama.pid})
 
 
 def run_row(row: Row, backends: Backends, speech: np.ndarray) -> dict[str, Any]:
@@ -518,14 +561,7 @@ def main(argv: list[str] | None = None) -> None:
     with ThreadPoolExecutor(max_workers=1) as pool:
         speech_job = pool.submit(prepare_speech)  # while the first stand-ins start
         for name in dict.fromkeys(row.profile for row in rows):
-            profile = PROFILES[name]
-            speaches_args = ("--installed-all", *profile.speaches)
-            ollama_args = ("--installed", LLM_MODEL, "--reply", REPLY, *profile.ollama)
-            with (
-                start_standin("tests.standins.speaches", *speaches_args) as (speaches, s_url),
-                start_standin("tests.standins.ollama", *ollama_args) as (ollama, o_url),
-            ):
-                backends = Backends(s_url, o_url, {"speaches": speaches.pid, "ollama": ollama.pid})
+            with start_backends(PROFILES[name]) as backends:
                 speech = speech_job.result()
                 for row in (row for row in rows if row.profile == name):
                     try:

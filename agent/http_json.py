@@ -1,0 +1,67 @@
+"""JSON in and out of HTTP handlers: bodies read and checked, errors a person can read.
+
+Every error is a JSON object ``{"error": <a sentence for a person>, "code": <word>}``;
+nothing answers with a stack trace. Shared by the public routes and the workers' own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+log = structlog.get_logger("http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class BadRequest(Exception):
+    """The request body is not what the route takes; the message says what is wrong."""
+
+
+def json_error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": message, "code": code}, status=status)
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except BadRequest as error:
+        return json_error(400, "bad_request", str(error))
+    except web.HTTPException as error:
+        if error.status < 400 or not request.path.startswith("/api/"):
+            raise
+        return json_error(error.status, "http_error", error.reason)
+    except Exception:
+        log.exception("request failed", method=request.method, path=request.path)
+        return json_error(500, "internal", "Something went wrong in the agent; see its log.")
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise BadRequest("The body must be JSON (Content-Type: application/json).")
+    try:
+        body = json.loads(await request.read())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadRequest("The body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise BadRequest("The body must be a JSON object.")
+    return body
+
+
+ARTICLES = {str: "a string", bool: "true or false", int: "a number", list: "a list"}
+
+
+def field(body: dict[str, Any], name: str, kind: type, required: bool = True) -> Any:
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    # JSON true/false are Python ints too: only a bool field accepts them.
+    wrong_kind = not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)
+    if wrong_kind:
+        raise BadRequest(f"'{name}' must be {ARTICLES[kind]}.")
+    return value
