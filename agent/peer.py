@@ -11,6 +11,7 @@ from pipecat.transports.smallwebrtc.connection import IceServer, SmallWebRTCConn
 
 from agent.config import Settings
 from agent.jitter import listen_through_reorder_buffer
+from agent.opus_voice import OpusVoiceTrack, speak_through_opus_voice_track
 
 # Pipecat's own connecting-state timeout cancels itself halfway through closing the peer
 # connection, after which close() never returns; ours (WEBRTC_CONNECT_TIMEOUT_SECS) acts
@@ -20,6 +21,7 @@ PIPECAT_TIMEOUT_MARGIN_SECS = 60
 
 def new_connection(settings: Settings) -> SmallWebRTCConnection:
     listen_through_reorder_buffer(settings.webrtc_audio_reorder_packets)
+    speak_through_opus_voice_track()
     return SmallWebRTCConnection(
         ice_servers=[IceServer(**server) for server in settings.ice_servers_for_browser],
         connection_timeout_secs=round(settings.connect_timeout_secs) + PIPECAT_TIMEOUT_MARGIN_SECS,
@@ -60,13 +62,17 @@ def voice_track(connection: SmallWebRTCConnection) -> MediaStreamTrack | None:
 def drop_unplayed_audio(track: MediaStreamTrack | None) -> None:
     """Release a writer waiting on a track nobody plays any more.
 
-    Pipecat's output waits until each chunk of speech it hands its ``RawAudioTrack`` has
-    been sent. After an ICE restart the old peer connection no longer reads that track,
+    Pipecat's output waits until each chunk of speech it hands its output track has been
+    sent. After an ICE restart the old peer connection no longer reads that track,
     so a reply being spoken then would wait forever (after 10 s Pipecat gives the output
     up for good, and the bot is mute for the rest of the session). That speech could not
     be heard anyway: drop it and let the writer go on, onto the new connection's track.
-    (Private upstream: the pinned Pipecat is tested, tests/test_pipecat_client.py.)
+    (Private upstream, for Pipecat's own track: the pinned Pipecat is tested,
+    tests/test_pipecat_client.py.)
     """
+    if isinstance(track, OpusVoiceTrack):
+        track.drop_unplayed()
+        return
     queue = getattr(track, "_chunk_queue", None)
     if queue is None:
         return

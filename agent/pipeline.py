@@ -2,13 +2,14 @@
 
 transport in → STT → user aggregator (VAD + turn detection) → turn continuation → LLM →
 TTS → transport out → assistant aggregator. Each call makes fresh services and a fresh context, so
-sessions share nothing.
+sessions share nothing. Audio frames end where they are spent (``agent.spent_audio``): the
+microphone's after the user aggregator, the bot's after the output.
 """
 
 from __future__ import annotations
 
-from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.frames.frames import InputAudioRawFrame, OutputAudioRawFrame
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
@@ -24,7 +25,9 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from agent.config import Settings
 from agent.continuation import TurnContinuation
 from agent.services import STT_DEADLINE_SECS, build_services
+from agent.spent_audio import DropSpentAudio
 from agent.turns import WholeSentenceStopStrategy
+from agent.vad_windows import SileroVADByWindow
 
 AUDIO_IN_SAMPLE_RATE = 16000  # what Whisper wants
 AUDIO_OUT_SAMPLE_RATE = 24000  # Kokoro's own rate; Speaches resamples other voices to it
@@ -57,7 +60,7 @@ def build_worker(
     aggregators = LLMContextAggregatorPair(
         context,
         user_params=LLMUserAggregatorParams(
-            vad_analyzer=SileroVADAnalyzer(
+            vad_analyzer=SileroVADByWindow(
                 params=VADParams(
                     confidence=settings.vad_confidence,
                     start_secs=settings.vad_start_secs,
@@ -76,10 +79,12 @@ def build_worker(
             transport.input(),
             services.stt,
             aggregators.user(),
+            DropSpentAudio(InputAudioRawFrame),
             TurnContinuation(context, resume_secs=settings.turn_resume_secs),
             services.llm,
             services.tts,
             transport.output(),
+            DropSpentAudio(OutputAudioRawFrame),
             aggregators.assistant(),
         ]
     )
@@ -92,5 +97,8 @@ def build_worker(
             enable_usage_metrics=True,
         ),
         idle_timeout_secs=settings.session_idle_timeout_secs,
+        # Pipecat's turn tracking feeds only its tracing, which is off: one observer fewer
+        # to hand every frame to.
+        enable_turn_tracking=False,
     )
     return worker, transport

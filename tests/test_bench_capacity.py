@@ -11,7 +11,8 @@ import subprocess
 import sys
 import textwrap
 
-from tests.bench.capacity import TreeWatch, process_tree
+from tests.bench.capacity import TreeWatch
+from tests.bench.latency import process_tree
 
 BURN = "import time\nwhile time.process_time() < {secs}: pass\n"
 

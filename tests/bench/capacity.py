@@ -46,7 +46,6 @@ import numpy as np
 from tests.audio import LOUD_RMS
 from tests.bench.latency import (
     BUSY_OTHERS,
-    CLOCK_TICKS,
     CONNECT_TIMEOUT_SECS,
     CPUS,
     GREETING_TIMEOUT_SECS,
@@ -65,6 +64,7 @@ from tests.bench.latency import (
     machine_ticks,
     markdown,
     prepare_speech,
+    process_tree,
     run_session,
     start_backends,
     summary,
@@ -83,7 +83,6 @@ SCAN_EVERY_SECS = 0.5
 ROW_SETUP_SECS = 30.0  # connecting and the greeting, before the first turn
 TURN_SECS = 30.0  # one turn and its reply, when the agent is far behind
 REFUSAL_CODES = ("full", "busy")
-PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 MB = 1024 * 1024
 
 
@@ -99,47 +98,6 @@ def row_limit(sessions: int, turns: int) -> float:
 
 
 # --- the agent's process tree ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ProcessStat:
-    pid: int
-    ppid: int
-    started: int  # clock ticks after boot: with the pid, names a process though pids are reused
-    cpu_secs: float  # user + system, all threads
-    rss_bytes: int
-
-
-def read_stat(pid: int) -> ProcessStat | None:
-    """/proc/PID/stat, or None if the process is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()  # the name in brackets may hold spaces
-    return ProcessStat(
-        pid=pid,
-        ppid=int(fields[1]),
-        started=int(fields[19]),
-        cpu_secs=(int(fields[11]) + int(fields[12])) / CLOCK_TICKS,
-        rss_bytes=int(fields[21]) * PAGE_BYTES,
-    )
-
-
-def process_tree(root: int) -> list[ProcessStat]:
-    """``root`` and all its descendants alive now (empty if ``root`` is gone)."""
-    children: dict[int, list[ProcessStat]] = {}
-    found: dict[int, ProcessStat] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit() and (stat := read_stat(int(name))):
-            found[stat.pid] = stat
-            children.setdefault(stat.ppid, []).append(stat)
-    tree, todo = [], [found[root]] if root in found else []
-    while todo:
-        stat = todo.pop()
-        tree.append(stat)
-        todo.extend(children.get(stat.pid, []))
-    return tree
 
 
 def pss_bytes(pid: int) -> int:
