@@ -26,6 +26,10 @@ def json_error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": message, "code": code}, status=status)
 
 
+def unknown_session() -> web.Response:
+    return json_error(404, "unknown_session", "That conversation has ended; start a new one.")
+
+
 @web.middleware
 async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:

@@ -21,7 +21,14 @@ from aiohttp import web
 from agent import metrics
 from agent.backends import Backends
 from agent.config import Settings
-from agent.http_json import BadRequest, errors_as_json, field, json_error, read_json_object
+from agent.http_json import (
+    BadRequest,
+    errors_as_json,
+    field,
+    json_error,
+    read_json_object,
+    unknown_session,
+)
 from agent.workers import (
     AllBusy,
     NoWorker,
@@ -103,7 +110,7 @@ async def post_offer(request: web.Request) -> web.Response:
             503, "unavailable", "The assistant is still starting up; try again in a moment."
         )
     except WorkerLost:
-        return _worker_lost()
+        return _worker_lost("The assistant had a problem starting this conversation")
 
 
 async def _to_owner(
@@ -112,9 +119,9 @@ async def _to_owner(
     try:
         return _relayed(await workers.for_session(pc_id, path, body))
     except UnknownSession:
-        return json_error(404, "unknown_session", "That conversation has ended; start a new one.")
+        return unknown_session()
     except WorkerLost:
-        return _worker_lost()
+        return _worker_lost("The part of the assistant holding this conversation stopped")
 
 
 def _relayed(response: httpx.Response) -> web.Response:
@@ -124,12 +131,8 @@ def _relayed(response: httpx.Response) -> web.Response:
     )
 
 
-def _worker_lost() -> web.Response:
-    return json_error(
-        503,
-        "unavailable",
-        "The part of the assistant holding this conversation stopped; start a new one.",
-    )
+def _worker_lost(what_happened: str) -> web.Response:
+    return json_error(503, "unavailable", f"{what_happened}; start a new one.")
 
 
 async def patch_offer(request: web.Request) -> web.Response:

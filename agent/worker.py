@@ -23,7 +23,13 @@ from aiohttp import web
 
 from agent import metrics
 from agent.config import Settings
-from agent.http_json import BadRequest, errors_as_json, json_error, read_json_object
+from agent.http_json import (
+    BadRequest,
+    errors_as_json,
+    json_error,
+    read_json_object,
+    unknown_session,
+)
 from agent.ice import offer_only
 from agent.loop_lag import LoopLag
 from agent.peer import IceCandidate
@@ -56,10 +62,6 @@ class EventFeed:
 
 SESSIONS = web.AppKey("sessions", SessionManager)
 FEED = web.AppKey("feed", EventFeed)
-
-
-def unknown_session() -> web.Response:
-    return json_error(404, "unknown_session", "That conversation has ended; start a new one.")
 
 
 async def offer(request: web.Request) -> web.Response:
