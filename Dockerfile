@@ -6,8 +6,9 @@
 # Difference: this image keeps the Debian base (it has a shell); the Nix image
 # has none.
 #
-# Python 3.11 to match the interpreter requirements.lock is compiled for.
-ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+# Python 3.11 to match the interpreter requirements.lock is compiled for; 3.11.17 is the
+# newest 3.11 patch release with a bookworm tag seen in public Dockerfiles (2026-12).
+ARG PYTHON_IMAGE=python:3.11.17-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \

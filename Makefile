@@ -61,12 +61,18 @@ format: $(VENV)/.test ## Format the code with ruff
 docs: $(VENV)/.runtime ## Regenerate .env.example and the README's settings tables from agent/config.py
 	$(BIN)/voice-agent config --write-docs
 
-lock: ## Re-pin the dependencies (hashed locks, no download URLs)
+# Pipecat requires these, but only for video and a resampler the agent never uses; the
+# locks leave them out (every install is --no-deps) and tests/test_dependencies.py proves
+# the agent runs without them. They are most of the image's size.
+UNUSED_PACKAGES := opencv-python-headless numba llvmlite resampy
+UV_COMPILE = $(BIN)/uv pip compile --universal --python-version 3.11 --generate-hashes --no-header \
+	$(addprefix --no-emit-package ,$(UNUSED_PACKAGES))
+
+lock: ## Re-pin the dependencies (hashed locks, no download URLs) and flake.nix's wheelsHash
 	$(BIN)/pip install --quiet uv
-	$(BIN)/uv pip compile --universal --python-version 3.11 --generate-hashes --no-header \
-	  pyproject.toml -o requirements.lock
-	$(BIN)/uv pip compile --universal --python-version 3.11 --generate-hashes --no-header \
-	  --extra test pyproject.toml -o requirements-test.lock
+	$(UV_COMPILE) pyproject.toml -o requirements.lock
+	$(UV_COMPILE) --extra test pyproject.toml -o requirements-test.lock
+	PYTHON=$(BIN)/python scripts/wheels-hash.sh
 
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,15 +1,17 @@
 {
   description = "Self-hosted voice assistant: the agent's OCI image (dockerTools) and a development shell";
 
-  # nixpkgs is pinned to one commit of the nixos-25.11 release branch. Source:
-  # the flake.lock of the public repository sglre6355/nixos-config (commit
-  # 6718494aea2d246e642e98a675b0543a73c6d6a7), where `ref = nixos-25.11` was
-  # locked to this rev (lastModified 1768940263 = 2026-01-20, narHash
-  # sha256-sJERJIYTKPFXkoz/gBaBtRKke82h4DkX3BBSsKbfbvI=); another public repo
-  # fetches files of NixOS/nixpkgs at the same rev. It could not be fetched from
-  # the machine this was written on: the first `nix flake lock` checks it, and
-  # the narHash above lets you compare.
-  inputs.nixpkgs.url = "github:NixOS/nixpkgs/3ceaaa8bc963ced4d830e06ea2d0863b6490ff03";
+  # nixpkgs is pinned to one commit of the nixos-26.05 release branch (supported until
+  # 2026-12-31; nixos-25.11 went out of support on 2026-06-30). Source: the flake.lock of
+  # the public repository kclejeune/system (commit d82cc0d), where its `stable` input,
+  # `ref = nixos-26.05`, is locked to this rev (lastModified 1787042014 = 2026-08-18,
+  # narHash sha256-lgnV/xeEatfEnPZG0RrXS0fhcr63p3tsVvL1GdaVkJQ=); two other public
+  # repositories pin or link NixOS/nixpkgs at the same rev, one calling it "a
+  # nixpkgs-26.05 rev". A channel commit means Hydra built the release jobset, so what
+  # it builds is on cache.nixos.org. It could not be fetched from the machine this was
+  # written on: the first `nix flake lock` checks it, and the narHash above lets you
+  # compare. scripts/wheels-hash.sh names this channel's glibc (2.42).
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/c69ae8fb8faeb3472fd11234ba55a70ac3601f9b";
 
   outputs =
     { self, nixpkgs }:
@@ -27,15 +29,14 @@
       # `uv pip compile --generate-hashes` lock: exact versions and sha256 of
       # every allowed file, but no URLs. Nix fetches them in one fixed-output
       # derivation that runs `pip download --require-hashes` (pip checks each
-      # file against the lock). A fixed-output derivation must know the hash of
-      # its whole output in advance, and that cannot be computed without network
-      # access: after creating or changing the lock, run `make image` once; it
-      # stops with "hash mismatch ... got: sha256-..."; put that value here for
-      # your system. Until then these are lib.fakeHash placeholders, so a build
-      # fails loudly instead of using unchecked files.
+      # file against the lock). Its output hash, per system, is the NAR hash of
+      # what that download brings: `make lock` recomputes both with
+      # scripts/wheels-hash.sh, which runs the same download outside Nix for each
+      # target (pip told the interpreter, ABIs and platform tags of nixpkgs'
+      # CPython 3.11 on that system) and hashes the result with `nix hash path`.
       wheelsHash = {
-        x86_64-linux = nixpkgs.lib.fakeHash;
-        aarch64-linux = nixpkgs.lib.fakeHash;
+        x86_64-linux = "sha256-BVP3w2lfq4Q1EJHqsrAS1mVlaXoXG7toB672Fc/imxY=";
+        aarch64-linux = "sha256-gI26tpsyjr6RyQbrviLRzWWRFig34580eDffmcieiLE=";
       };
 
       uid = "10001";
@@ -66,13 +67,16 @@
 
           # The interpreter requirements.lock is compiled for (Python 3.11).
           python = pkgs.python311;
-          sitePackages = python.sitePackages;
 
-          # pip and setuptools run the install at build time, through
-          # PYTHONPATH, so neither ends up in the image.
-          buildTools = lib.concatMapStringsSep ":" (p: "${p}/${sitePackages}") [
-            python.pkgs.pip
-            python.pkgs.setuptools
+          # pip and setuptools run the download and the install at build time,
+          # through PYTHONPATH, so neither ends up in the image. They come from the
+          # channel's default package set, which Hydra builds (cache.nixos.org has
+          # it); python311Packages is not a Hydra job, so its pip would be built
+          # here, Sphinx and test suites included. Both are pure Python and run on
+          # 3.11.
+          buildTools = lib.concatMapStringsSep ":" (p: "${p}/${pkgs.python3.sitePackages}") [
+            pkgs.python3Packages.pip
+            pkgs.python3Packages.setuptools
           ];
 
           root = toString ./.;

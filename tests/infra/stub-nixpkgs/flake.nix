@@ -36,22 +36,28 @@
             // extra;
           mkDerivation =
             args: stub (args.name or "${args.pname}-${args.version}") { stubArgs = args; };
-          python311 =
+          # An interpreter with its package set; python3 stands for the channel's
+          # default Python, whose packages Hydra builds.
+          mkPython =
+            version:
             let
-              py = stub "python3-3.11-stub" { };
+              py = stub "python3-${version}-stub" { };
             in
             py
             // {
-              sitePackages = "lib/python3.11/site-packages";
-              interpreter = "${py}/bin/python3.11";
+              sitePackages = "lib/python${version}/site-packages";
+              interpreter = "${py}/bin/python${version}";
               pkgs = {
-                pip = stub "pip-stub" { };
-                setuptools = stub "setuptools-stub" { };
+                pip = stub "python${version}-pip-stub" { };
+                setuptools = stub "python${version}-setuptools-stub" { };
               };
             };
+          python311 = mkPython "3.11";
+          python3 = mkPython "3.13";
         in
         {
-          inherit lib python311 system;
+          inherit lib python311 python3 system;
+          python3Packages = python3.pkgs;
           stdenv = {
             inherit mkDerivation;
             hostPlatform = { inherit system; };
