@@ -179,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"voice-agent: {error}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(
+        settings.log_level, settings.log_format, transcripts=settings.log_transcripts == "on"
+    )
     if args.command == "check":
         print("settings are valid")
         return 0

@@ -2,7 +2,7 @@
 
 timeout: no answer in time; http_5xx / http_4xx: the backend answered with that status;
 cut: the connection broke while the answer came; connection: the backend could not be
-reached; other: anything else.
+reached, or closed the connection before answering; other: anything else.
 """
 
 from __future__ import annotations
@@ -48,6 +48,10 @@ def _connection_failures() -> tuple[type[BaseException], ...]:
     return (ConnectionError, *_loaded_classes(*names))
 
 
+# httpx's words for a connection closed before the first byte of an answer.
+_NO_ANSWER = re.compile(r"without sending a response", re.I)
+
+
 def _causes(error: BaseException) -> Iterator[BaseException]:
     """The error and what it was raised from: clients wrap the network's exceptions."""
     seen: set[int] = set()
@@ -80,7 +84,9 @@ def error_kind(error: BaseException) -> ErrorKind:
         if status is not None and status >= 400:
             return "http_5xx" if status >= 500 else "http_4xx"
     if any(isinstance(e, _cuts()) for e in chain):
-        return "cut"
+        # A server that closes the connection before any answer refused it; one that
+        # closes it while the answer comes cut it.
+        return "connection" if any(_NO_ANSWER.search(str(e)) for e in chain) else "cut"
     if any(isinstance(e, _connection_failures()) for e in chain):
         return "connection"
     return "other"

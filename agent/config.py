@@ -52,6 +52,8 @@ class Variable:
     # The value .env.example writes instead of the default, and the comment saying why.
     example: str | None = None
     example_note: str = ""
+    # A secret's value is never shown: not in repr, logs or error messages.
+    secret: bool = False
     # The ``Settings`` attribute; filled in from the dataclass field.
     field: str = ""
 
@@ -69,7 +71,9 @@ def setting(
     secret: bool = False,
 ) -> Any:
     """Declare a ``Settings`` field; a secret one stays out of ``repr`` (and so out of logs)."""
-    variable = Variable(env, default, parser, group, help, shown_default, example, example_note)
+    variable = Variable(
+        env, default, parser, group, help, shown_default, example, example_note, secret
+    )
     return dataclasses.field(metadata={"setting": variable}, repr=not secret)
 
 
@@ -87,6 +91,12 @@ class Settings:
         "MAX_SESSIONS", "4", parse.int_range(1, 256), WEB,
         "Conversations at once; further visitors are told the assistant is busy.",
     )
+    new_sessions_per_minute: int = setting(
+        "NEW_SESSIONS_PER_MINUTE", "12", parse.int_range(0, 100000), WEB,
+        "New conversations one device (one IP address) may start in a minute; more are "
+        "refused until the minute is over. Behind a reverse proxy all visitors share the "
+        "proxy's address, and this limit. 0: no limit.",
+    )
     session_idle_timeout_secs: float = setting(
         "SESSION_IDLE_TIMEOUT_SECS", "300", parse.float_range(10, 86400), WEB,
         "A conversation with no speech for this long is ended.",
@@ -101,6 +111,13 @@ class Settings:
         "New conversations are refused as busy while every worker's event loop runs this "
         "late on average (over 2 s), so the ones running keep answering on time; 0 never "
         "refuses.",
+    )
+    agent_token: str = setting(
+        "AGENT_TOKEN", "", parse.access_token, WEB,
+        "Access token: the page asks for it once (each device remembers it), the API and "
+        "/metrics refuse requests without it, and /health tells others only ok or not. "
+        "Empty: anyone who can reach AGENT_PORT can talk to the assistant.",
+        secret=True,
     )
 
     speaches_base_url: str = setting(
@@ -148,6 +165,16 @@ class Settings:
         "BACKEND_RETRY_MAX_SECS", "10", parse.float_range(0.1, 600), MODELS,
         "Longest wait between tries to reach Ollama or Speaches.",
     )
+    backend_first_byte_timeout_secs: float = setting(
+        "BACKEND_FIRST_BYTE_TIMEOUT_SECS", "30", parse.float_range(0.5, 600), MODELS,
+        "Longest wait for a backend to start answering: a whole transcription, an LLM "
+        "reply's first word, a sentence's first sound. Then the person is told it failed.",
+    )
+    backend_stall_timeout_secs: float = setting(
+        "BACKEND_STALL_TIMEOUT_SECS", "10", parse.float_range(0.5, 600), MODELS,
+        "Longest pause within a streamed answer (between two pieces of an LLM reply or of "
+        "speech) before it counts as failed.",
+    )
 
     ice_servers: tuple[str, ...] = setting(
         "ICE_SERVERS", "", parse.ice_servers, WEBRTC,
@@ -176,6 +203,12 @@ class Settings:
     connect_timeout_secs: float = setting(
         "WEBRTC_CONNECT_TIMEOUT_SECS", "30", parse.float_range(1, 600), WEBRTC,
         "A browser that has not connected this long after its offer is let go.",
+    )
+    reconnect_grace_secs: float = setting(
+        "WEBRTC_RECONNECT_GRACE_SECS", "30", parse.float_range(1, 600), WEBRTC,
+        "A conversation whose browser has sent nothing for this long (a closed tab, a lost "
+        "network) is ended and its place freed. A phone that changes networks must restart "
+        "its connection within it; the page tries for 20 s, so keep it above 25.",
     )
 
     vad_confidence: float = setting(
@@ -246,6 +279,13 @@ class Settings:
         "LOG_FORMAT", "auto", parse.choice("auto", "console", "json"), LOGS,
         "console (coloured), json (one object a line) or auto (console on a terminal).",
     )
+    log_transcripts: str = setting(
+        "LOG_TRANSCRIPTS", "off", parse.choice("off", "on"), LOGS,
+        "on: the log keeps what people say and what the assistant answers (\"heard\" and "
+        "\"said\" lines), and LOG_LEVEL=debug adds Pipecat's own messages, which hold them "
+        "too. off: no words of a conversation reach the log at any level. Audio is never "
+        "stored.",
+    )
     # fmt: on
 
     @property
@@ -293,7 +333,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         try:
             values[variable.field] = variable.parse(raw)
         except ValueError as error:
-            raise ConfigError(f"{variable.env}={raw!r} is not valid: expected {error}.") from None
+            shown = "(hidden)" if variable.secret else repr(raw)
+            raise ConfigError(f"{variable.env}={shown} is not valid: expected {error}.") from None
     settings = Settings(**values)
     _check_together(settings)
     return settings

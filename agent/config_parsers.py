@@ -140,3 +140,18 @@ def is_loopback(name: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+ACCESS_TOKEN_MIN_LENGTH = 8
+
+
+def access_token(raw: str) -> str:
+    """Empty (no token), or a token a browser can send in a header: visible ASCII only."""
+    token = raw.strip()
+    visible_ascii = all("!" <= character <= "~" for character in token)
+    if token and (len(token) < ACCESS_TOKEN_MIN_LENGTH or not visible_ascii):
+        raise ValueError(
+            f"empty, or at least {ACCESS_TOKEN_MIN_LENGTH} letters, digits or ASCII symbols "
+            "(no spaces or accents)"
+        )
+    return token

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aiortc import MediaStreamTrack, RTCIceCandidate
+from aiortc import MediaStreamTrack, RTCIceCandidate, RTCPeerConnection
 from aiortc.sdp import candidate_from_sdp
 from pipecat.transports.smallwebrtc.connection import IceServer, SmallWebRTCConnection
 
+from agent import census
 from agent.config import Settings
 from agent.jitter import listen_through_reorder_buffer
 from agent.opus_voice import OpusVoiceTrack, speak_through_opus_voice_track
@@ -22,10 +23,19 @@ PIPECAT_TIMEOUT_MARGIN_SECS = 60
 def new_connection(settings: Settings) -> SmallWebRTCConnection:
     listen_through_reorder_buffer(settings.webrtc_audio_reorder_packets)
     speak_through_opus_voice_track()
-    return SmallWebRTCConnection(
+    connection = SmallWebRTCConnection(
         ice_servers=[IceServer(**server) for server in settings.ice_servers_for_browser],
         connection_timeout_secs=round(settings.connect_timeout_secs) + PIPECAT_TIMEOUT_MARGIN_SECS,
     )
+    census.track(connection.pc)
+    return connection
+
+
+async def packets_received(pc: RTCPeerConnection) -> int:
+    """Everything the browser has sent over ``pc`` so far (audio, its reports on what it
+    hears, data channel messages), as counted by the transport it all arrives on."""
+    stats = await pc.getStats()
+    return sum(s.packetsReceived for s in stats.values() if s.type == "transport")
 
 
 @dataclass

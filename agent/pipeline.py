@@ -1,9 +1,12 @@
 """Builds one conversation's Pipecat pipeline from the settings.
 
-transport in → STT → user aggregator (VAD + turn detection) → turn continuation → LLM →
-TTS → transport out → assistant aggregator. Each call makes fresh services and a fresh context, so
-sessions share nothing. Audio frames end where they are spent (``agent.spent_audio``): the
-microphone's after the user aggregator, the bot's after the output.
+fault notice → transport in → STT → user aggregator (VAD + turn detection) → turn
+continuation → LLM → TTS → transport out → cut-reply marks → assistant aggregator. Each call
+makes fresh services and a fresh context, so sessions share nothing. Audio frames end where
+they are spent (``agent.spent_audio``): the microphone's after the user aggregator, the bot's
+after the output. A backend's failure is told to the person by the fault notice
+(``agent.fault_notice``), which every error passes on its way upstream; it stands before the
+transport's input so that the microphone's audio, which starts there, never passes it.
 """
 
 from __future__ import annotations
@@ -24,9 +27,13 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from agent.config import Settings
 from agent.continuation import TurnContinuation
-from agent.services import STT_DEADLINE_SECS, build_services
+from agent.cut_replies import MarkCutReplies
+from agent.fault_notice import FaultNotice
+from agent.services import build_services
 from agent.spent_audio import DropSpentAudio
+from agent.transcript_log import TranscriptLog
 from agent.turns import WholeSentenceStopStrategy
+from agent.unheard_turns import UnheardTurnStopStrategy
 from agent.vad_windows import SileroVADByWindow
 
 AUDIO_IN_SAMPLE_RATE = 16000  # what Whisper wants
@@ -45,7 +52,9 @@ def _turn_strategies(settings: Settings) -> UserTurnStrategies:
         hear_tone=settings.turn_detection == "transcript+smart-turn",
         speculate=settings.turn_speculation == "on",
     )
-    return UserTurnStrategies(stop=[strategy])
+    # A turn that could not be transcribed at all ends after a hesitation's pause.
+    unheard = UnheardTurnStopStrategy(pause_secs=settings.turn_hesitation_secs)
+    return UserTurnStrategies(stop=[strategy, unheard])
 
 
 def build_worker(
@@ -70,12 +79,17 @@ def build_worker(
             ),
             user_turn_strategies=_turn_strategies(settings),
             # Pipecat's last-resort end of a turn with no news for this long. Our strategy
-            # waits for every transcription, which ends by the STT deadline at the latest.
-            user_turn_stop_timeout=STT_DEADLINE_SECS + TURN_STOP_MARGIN_SECS,
+            # waits for every transcription, which ends by the first-byte deadline at the
+            # latest.
+            user_turn_stop_timeout=settings.backend_first_byte_timeout_secs + TURN_STOP_MARGIN_SECS,
+            # A turn with no words is noise, or speech that could not be transcribed, which
+            # the fault notice answers; Pipecat would also have the LLM ask to repeat it.
+            empty_user_turn=None,
         ),
     )
     pipeline = Pipeline(
         [
+            FaultNotice(services.parts()),
             transport.input(),
             services.stt,
             aggregators.user(),
@@ -85,6 +99,7 @@ def build_worker(
             services.tts,
             transport.output(),
             DropSpentAudio(OutputAudioRawFrame),
+            MarkCutReplies(),
             aggregators.assistant(),
         ]
     )
@@ -101,4 +116,6 @@ def build_worker(
         # to hand every frame to.
         enable_turn_tracking=False,
     )
+    if settings.log_transcripts == "on":
+        worker.add_observer(TranscriptLog())
     return worker, transport

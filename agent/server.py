@@ -8,6 +8,10 @@ conversations. Every error is a JSON object ``{"error": <a sentence for a person
 
 from __future__ import annotations
 
+import math
+import mimetypes
+import re
+import time
 from collections.abc import Awaitable, Callable
 from importlib.resources import files
 from pathlib import Path
@@ -18,7 +22,7 @@ import httpx
 import structlog
 from aiohttp import web
 
-from agent import metrics
+from agent import access, metrics
 from agent.backends import Backends
 from agent.config import Settings
 from agent.http_json import (
@@ -26,9 +30,13 @@ from agent.http_json import (
     errors_as_json,
     field,
     json_error,
+    read_body,
     read_json_object,
+    too_large,
     unknown_session,
 )
+from agent.rate_limit import NewSessionLimit, client_address
+from agent.sdp_check import MAX_MEDIA_SECTIONS, candidate_problem, offer_problem
 from agent.workers import (
     AllBusy,
     NoWorker,
@@ -42,10 +50,27 @@ log = structlog.get_logger("server")
 
 STATIC_DIR = Path(str(files("agent") / "static"))
 MAX_BODY_BYTES = 256 * 1024  # an SDP offer is a few kB
+MAX_CANDIDATES = 100  # in one PATCH; a browser finds a handful and sends them as found
+SDP_MID = re.compile(r"[!-~]{0,64}")  # a browser's mids are "0", "1", …
+PAGE_FILE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")  # no dot files, no ..
 
 SETTINGS = web.AppKey("settings", Settings)
 WORKERS = web.AppKey("workers", WorkerPool)
 BACKENDS = web.AppKey("backends", Backends)
+NEW_SESSIONS = web.AppKey("new_sessions", NewSessionLimit)
+
+
+@web.middleware
+async def body_size_limit(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every route takes at most MAX_BODY_BYTES, including those that ignore their body."""
+    declared = request.content_length
+    if declared is not None and declared > request.client_max_size:
+        return too_large(request.client_max_size)  # without reading a byte of it
+    if request.body_exists:
+        await read_body(request)  # kept for the handler; over the limit: 413
+    return await handler(request)
 
 
 @web.middleware
@@ -54,14 +79,38 @@ async def same_origin_api(
 ) -> web.StreamResponse:
     """Refuse API calls made by pages from other sites (a browser always sends Origin)."""
     origin = request.headers.get("Origin")
-    if request.path.startswith("/api/") and origin and urlsplit(origin).netloc != request.host:
+    if request.path.startswith("/api/") and origin and _origin_host(origin) != request.host:
         log.warning("cross-origin request refused", origin=origin, path=request.path)
         return json_error(403, "cross_origin", "Requests from other web pages are not allowed.")
     return await handler(request)
 
 
-async def index(_request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+def _origin_host(origin: str) -> str | None:
+    try:
+        return urlsplit(origin).netloc
+    except ValueError:  # not even a URL ("http://[")
+        return None
+
+
+async def index(_request: web.Request) -> web.Response:
+    return page_file("index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def static_file(request: web.Request) -> web.Response:
+    return page_file(request.match_info["name"])
+
+
+def page_file(name: str, headers: dict[str, str] | None = None) -> web.Response:
+    """One of the page's files, whole: they are small, so there are no ranges or
+    conditional requests to get wrong, and anything else is a 404 in words."""
+    path = STATIC_DIR / name
+    if not PAGE_FILE_NAME.fullmatch(name) or not path.is_file():
+        raise web.HTTPNotFound()
+    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    charset = "utf-8" if content_type.startswith("text/") else None
+    return web.Response(
+        body=path.read_bytes(), content_type=content_type, charset=charset, headers=headers
+    )
 
 
 async def post_offer(request: web.Request) -> web.Response:
@@ -76,6 +125,9 @@ async def post_offer(request: web.Request) -> web.Response:
         raise BadRequest("'type' must be \"offer\".")
     if not offer["sdp"].strip():
         raise BadRequest("'sdp' is empty.")
+    problem = offer_problem(offer["sdp"])
+    if problem:
+        raise BadRequest(problem)
     workers = request.app[WORKERS]
     if offer["pc_id"] is not None:
         return await _to_owner(workers, offer["pc_id"], "/offer", offer)
@@ -87,16 +139,30 @@ async def post_offer(request: web.Request) -> web.Response:
             "unavailable",
             f"The assistant is not ready yet: {backends.reason()}. Try again in a moment.",
         )
+    limit = request.app[NEW_SESSIONS]
+    client = client_address(request.remote)
+    wait_secs = limit.take(client, time.monotonic())
+    if wait_secs is not None:
+        return _too_many(limit.per_minute, wait_secs)
     try:
         return _relayed(await workers.new_session(offer))
-    except SessionsFull:
+    except (SessionsFull, AllBusy, NoWorker) as refusal:
+        limit.give_back(client)  # no worker looked at it
+        return _refused(workers, refusal)
+    except WorkerLost:
+        return _worker_lost("The assistant had a problem starting this conversation")
+
+
+def _refused(workers: WorkerPool, refusal: Exception) -> web.Response:
+    """A new conversation turned away before any worker saw it, in words."""
+    if isinstance(refusal, SessionsFull):
         metrics.session_refused("full")
         n = workers.limit
         others = "another conversation" if n == 1 else f"{n} other conversations"
         return json_error(
             503, "full", f"The assistant is busy with {others}; try again in a moment."
         )
-    except AllBusy:
+    if isinstance(refusal, AllBusy):
         metrics.session_refused("busy")
         return json_error(
             503,
@@ -104,13 +170,23 @@ async def post_offer(request: web.Request) -> web.Response:
             "The assistant is too busy to take another conversation without slowing down the "
             "ones it has; try again in a minute.",
         )
-    except NoWorker:
-        metrics.session_refused("unavailable")
-        return json_error(
-            503, "unavailable", "The assistant is still starting up; try again in a moment."
-        )
-    except WorkerLost:
-        return _worker_lost("The assistant had a problem starting this conversation")
+    metrics.session_refused("unavailable")
+    return json_error(
+        503, "unavailable", "The assistant is still starting up; try again in a moment."
+    )
+
+
+def _too_many(per_minute: int, wait_secs: float) -> web.Response:
+    metrics.session_refused("rate")
+    seconds = max(1, math.ceil(wait_secs))
+    response = json_error(
+        429,
+        "rate",
+        f"This device has started {per_minute} conversations in the last minute, the most "
+        f"it may; try again in {seconds} seconds.",
+    )
+    response.headers["Retry-After"] = str(seconds)
+    return response
 
 
 async def _to_owner(
@@ -139,22 +215,36 @@ async def patch_offer(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     pc_id = field(body, "pc_id", str)
     candidates = []
-    for item in field(body, "candidates", list):
-        if not isinstance(item, dict):
-            raise BadRequest("Each of 'candidates' must be an object.")
-        index = item.get("sdp_mline_index")
-        if index is not None and (not isinstance(index, int) or isinstance(index, bool)):
-            raise BadRequest("'sdp_mline_index' must be a number.")
-        mid = item.get("sdp_mid")
-        candidates.append(
-            {
-                "candidate": field(item, "candidate", str),
-                "sdp_mid": str(mid) if mid is not None else None,
-                "sdp_mline_index": index,
-            }
-        )
+    items = field(body, "candidates", list)
+    if len(items) > MAX_CANDIDATES:
+        raise BadRequest(f"At most {MAX_CANDIDATES} candidates may be sent at once.")
+    for item in items:
+        candidates.append(_candidate(item))
     body = {"pc_id": pc_id, "candidates": candidates}
     return await _to_owner(request.app[WORKERS], pc_id, "/candidates", body)
+
+
+def _candidate(item: Any) -> dict[str, Any]:
+    """One trickled ICE candidate, checked so that the worker's WebRTC stack can read it."""
+    if not isinstance(item, dict):
+        raise BadRequest("Each of 'candidates' must be an object.")
+    index = item.get("sdp_mline_index")
+    if index is not None and (not isinstance(index, int) or isinstance(index, bool)):
+        raise BadRequest("'sdp_mline_index' must be a number.")
+    if index is not None and not 0 <= index < MAX_MEDIA_SECTIONS:
+        raise BadRequest(f"'sdp_mline_index' must be from 0 to {MAX_MEDIA_SECTIONS - 1}.")
+    mid = item.get("sdp_mid")
+    if mid is not None:
+        mid = str(mid)
+        if not SDP_MID.fullmatch(mid):
+            raise BadRequest("'sdp_mid' must be at most 64 letters, digits or signs.")
+    line = field(item, "candidate", str)
+    problem = candidate_problem(line)
+    if problem:
+        raise BadRequest(problem)
+    if line and mid is None and index is None:
+        raise BadRequest("Each candidate needs 'sdp_mid' or 'sdp_mline_index'.")
+    return {"candidate": line, "sdp_mid": mid, "sdp_mline_index": index}
 
 
 async def health(request: web.Request) -> web.Response:
@@ -187,18 +277,25 @@ async def client_config(request: web.Request) -> web.Response:
 
 def create_app(settings: Settings, workers: WorkerPool) -> web.Application:
     app = web.Application(
-        middlewares=[errors_as_json, same_origin_api], client_max_size=MAX_BODY_BYTES
+        middlewares=[
+            errors_as_json,
+            body_size_limit,
+            same_origin_api,
+            *access.token_checks(settings.agent_token),
+        ],
+        client_max_size=MAX_BODY_BYTES,
     )
     app[SETTINGS] = settings
     app[WORKERS] = workers
     app[BACKENDS] = Backends(settings)
+    app[NEW_SESSIONS] = NewSessionLimit(settings.new_sessions_per_minute)
     app.router.add_get("/", index)
     app.router.add_post("/api/offer", post_offer)
     app.router.add_patch("/api/offer", patch_offer)
     app.router.add_get("/api/config", client_config)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", prometheus_metrics)
-    app.router.add_static("/static/", STATIC_DIR)
+    app.router.add_get("/static/{name}", static_file)
 
     async def lifecycle(app: web.Application):
         app[BACKENDS].start()

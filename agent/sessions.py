@@ -1,7 +1,8 @@
 """WebRTC sessions and their pipelines: create, limit, renegotiate, clean up.
 
 A session is one browser's peer connection plus the Pipecat pipeline that talks to it.
-It ends when the browser hangs up, the connection fails or never comes up, the
+It ends when the browser hangs up, the connection never comes up, the browser has sent
+nothing for WEBRTC_RECONNECT_GRACE_SECS (a closed tab, a lost network: no goodbye), the
 conversation goes idle, or the agent stops; whichever happens, ``_release`` runs once
 and frees everything. Sessions are keyed by ``pc_id`` and share nothing; each worker
 process has its own manager, and tells the supervisor (``on_change``) when a session
@@ -25,13 +26,14 @@ from pipecat.processors.frameworks.rtvi.frames import RTVIServerMessageFrame
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 from pipecat.workers.runner import WorkerRunner
 
-from agent import metrics
+from agent import census, metrics
 from agent.config import Settings
 from agent.peer import (
     IceCandidate,
     drop_unplayed_audio,
     ice_ufrag,
     new_connection,
+    packets_received,
     sdp_problem,
     voice_track,
 )
@@ -42,8 +44,9 @@ log = structlog.get_logger("sessions")
 
 # Closing a peer connection is quick; one that hangs must not keep the session's slot.
 CLOSE_TIMEOUT_SECS = 5.0
-# A failed connection keeps its conversation this long for the browser to restart ICE.
-RECONNECT_GRACE_SECS = 30.0
+# How often a session checks that its browser still sends anything: the reclaim time of
+# a browser that vanished is WEBRTC_RECONNECT_GRACE_SECS plus at most this.
+SILENCE_CHECK_SECS = 1.0
 
 
 class SessionsFull(Exception):
@@ -70,7 +73,9 @@ class Session:
     restarts: int = 0  # ICE restarts (a new peer connection for the same conversation)
     restart_ufrag: str | None = None  # ICE username of the offer the last restart answered
     lost: bool = False  # the connection failed; awaiting an ICE restart
+    heard: float = field(default_factory=time.monotonic)  # the browser's last sign of life
     end_reason: str = "pipeline ended"
+    ending: bool = False  # _end has begun: its reason stands
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
 
@@ -126,8 +131,7 @@ class SessionManager:
     async def close_all(self) -> None:
         sessions = list(self._sessions.values())
         for session in sessions:
-            session.end_reason = "agent stopping"
-            await session.worker.cancel(reason="agent stopping")
+            await self._end(session, "agent stopping")
         await asyncio.gather(
             *(task for session in sessions for task in session.tasks), return_exceptions=True
         )
@@ -155,6 +159,7 @@ class SessionManager:
         self._wire(session, transport)
         session.tasks.append(asyncio.create_task(self._run(session), name=session.pc_id))
         session.tasks.append(asyncio.create_task(self._expect_connection(session)))
+        session.tasks.append(asyncio.create_task(self._expect_signs_of_life(session)))
         log.info("session started", session=session.pc_id, active=self.active)
         metrics.session_started()
         self._on_change({"event": "started", "pc_id": session.pc_id})
@@ -192,6 +197,7 @@ class SessionManager:
         if answer is None:
             raise InvalidOffer("no answer could be made for this offer")
         if restart_pc:
+            census.track(session.connection.pc)
             session.restart_ufrag = ufrag
             session.connected = asyncio.Event()  # the new connection must come up in time too
             session.tasks.append(asyncio.create_task(self._expect_connection(session)))
@@ -231,10 +237,10 @@ class SessionManager:
         @session.connection.event_handler("failed")
         async def on_failed(_connection):
             # A phone that changed networks restarts ICE with a new offer; until then (or
-            # RECONNECT_GRACE_SECS) the conversation is kept. Pipecat closes the old peer
-            # connection right after this, which is no hang-up.
+            # until the browser has been silent for the grace period) the conversation is
+            # kept. Pipecat closes the old peer connection right after this: no hang-up.
             session.lost = True
-            session.tasks.append(asyncio.create_task(self._await_restart(session)))
+            log.info("session connection lost", session=session.pc_id)
 
         @session.connection.event_handler("closed")
         async def on_closed(_connection):
@@ -294,16 +300,40 @@ class SessionManager:
             secs = self._settings.connect_timeout_secs
             await self._end(session, f"browser did not {what} within {secs:g}s")
 
-    async def _await_restart(self, session: Session) -> None:
-        restarts = session.restarts
-        log.info("session connection lost", session=session.pc_id, wait_secs=RECONNECT_GRACE_SECS)
-        await asyncio.sleep(RECONNECT_GRACE_SECS)
-        if session.restarts == restarts:
-            await self._end(session, "connection failed and was not restarted")
+    async def _expect_signs_of_life(self, session: Session) -> None:
+        """End the conversation once its browser has sent nothing for the grace period.
+
+        A browser always sends something: microphone audio (silence too) 50 times a second,
+        and reports on what it receives. A tab that was closed, a crashed browser, or a
+        network that went away sends nothing, and says no goodbye. ICE would notice too,
+        but only after about 30 s (aioice's consent checks), and Pipecat's connection
+        states do not cover a peer that just went quiet. While a connection is coming up
+        (at first, or after an ICE restart) ``_expect_connection`` keeps the time instead.
+        """
+        grace = self._settings.reconnect_grace_secs
+        seen: tuple[object, int | None] = (None, None)  # the peer connection, its count
+        while True:
+            await asyncio.sleep(SILENCE_CHECK_SECS)
+            now = time.monotonic()
+            if not session.connected.is_set():
+                session.heard = now
+                continue
+            pc = session.connection.pc
+            try:
+                received = await packets_received(pc)
+            except Exception:  # a closed or broken connection: no sign of life
+                received = seen[1]
+            if (pc, received) != seen:
+                seen, session.heard = (pc, received), now
+            elif now - session.heard >= grace:
+                await self._end(session, f"connection failed: nothing came for {grace:g}s")
+                return
 
     async def _end(self, session: Session, reason: str) -> None:
-        if session.pc_id not in self._sessions or session.worker.has_finished():
+        # The first reason is the one: ending closes the connection, which reports that too.
+        if session.ending or session.pc_id not in self._sessions or session.worker.has_finished():
             return
+        session.ending = True
         session.end_reason = reason
         await session.worker.cancel(reason=reason)
 

@@ -3,25 +3,29 @@
 The supervisor (``agent.workers``) starts it as ``voice-agent worker --index N --socket
 PATH``, hands it requests it has already checked, and reads its events: a snapshot of
 its sessions when it connects, then every session started, renamed (ICE restart) or
-ended, and its load every second. A worker stops on SIGTERM, or when the supervisor's
-end of its stdin closes (the supervisor died), so no worker outlives it.
+ended, and its load every second, with a census of what it holds (``agent.census``).
+A worker stops on SIGTERM, or when the supervisor's end of its stdin closes (the
+supervisor died), so no worker outlives it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import json
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import structlog
 from aiohttp import web
 
-from agent import metrics
+from agent import census, metrics
 from agent.config import Settings
 from agent.http_json import (
     BadRequest,
@@ -38,6 +42,14 @@ from agent.sessions import InvalidOffer, SessionManager, SessionsFull, UnknownSe
 log = structlog.get_logger("worker")
 
 LOAD_EVERY_SECS = 1.0
+# A conversation's pipeline is full of reference cycles, so what it holds (voice models'
+# inference sessions and their threads, HTTP clients and their sockets, the peer
+# connection) is freed only by the garbage collector's full pass, which may come much
+# later. The worker freezes what it loaded at start, so that a full pass looks only at
+# what came after (a few ms, not a tenth of a second), and runs one this long after its
+# last conversation ended, once the session's own clean-up is done; then it hands the
+# freed memory back to the system, which the C allocator would otherwise keep.
+COLLECT_WHEN_IDLE_AFTER_SECS = 1.0
 
 
 class EventFeed:
@@ -87,7 +99,9 @@ async def candidates(request: web.Request) -> web.Response:
         )
     except UnknownSession:
         return unknown_session()
-    except ValueError as error:  # aiortc could not parse a candidate line
+    # The supervisor checked the candidates (agent.sdp_check); should one still slip by,
+    # aiortc's parser may raise any of these on it.
+    except (ValueError, TypeError, IndexError) as error:
         raise BadRequest(f"A candidate could not be read: {error}") from error
     return web.json_response({})
 
@@ -123,6 +137,7 @@ async def report_load(index: int, feed: EventFeed, sessions: SessionManager) -> 
                     "lag_ms": round(lag.mean_ms, 1),
                     "lag_max_ms": round(lag.max_ms, 1),
                     "cpu_secs": round(time_used(), 3),
+                    "census": census.take(sessions.active),
                 }
             )
 
@@ -137,7 +152,14 @@ def create_worker_app(settings: Settings, index: int) -> web.Application:
     app = web.Application(middlewares=[errors_as_json])
     feed = EventFeed()
     app[FEED] = feed
-    app[SESSIONS] = SessionManager(settings, on_change=feed.publish)
+
+    def on_change(change: dict[str, Any]) -> None:
+        feed.publish(change)
+        if change["event"] == "ended":
+            loop = asyncio.get_running_loop()
+            loop.call_later(COLLECT_WHEN_IDLE_AFTER_SECS, _collect_if_idle, app[SESSIONS])
+
+    app[SESSIONS] = SessionManager(settings, on_change=on_change)
     app.router.add_post("/offer", offer)
     app.router.add_post("/candidates", candidates)
     app.router.add_get("/events", events)
@@ -150,6 +172,31 @@ def create_worker_app(settings: Settings, index: int) -> web.Application:
 
     app.cleanup_ctx.append(lifecycle)
     return app
+
+
+def _collect_if_idle(sessions: SessionManager) -> None:
+    if sessions.active == 0:
+        gc.collect()
+        # What the collection freed closes its HTTP clients and threads in the moments
+        # after; the memory they held is handed back once they are done.
+        loop = asyncio.get_running_loop()
+        loop.call_later(COLLECT_WHEN_IDLE_AFTER_SECS, _trim_if_idle, sessions)
+
+
+def _trim_if_idle(sessions: SessionManager) -> None:
+    if sessions.active == 0 and _malloc_trim is not None:
+        _malloc_trim(0)
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``; None with another C library (musl has none)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
+_malloc_trim = _find_malloc_trim()
 
 
 def run_worker(settings: Settings, index: int, socket_path: str) -> int:
@@ -167,6 +214,8 @@ async def _serve(settings: Settings, index: int, socket_path: str) -> None:
     await runner.setup()
     try:
         await web.UnixSite(runner, socket_path).start()
+        gc.collect()
+        gc.freeze()  # what start-up loaded stays: see COLLECT_WHEN_IDLE_AFTER_SECS
         log.info("worker ready", pid=os.getpid())
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

@@ -15,6 +15,7 @@ import contextlib
 import json
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ RECONNECT_SECS = 0.2  # between tries to reach a worker that is still starting
 STOP_TIMEOUT_SECS = 10.0  # after SIGTERM, before SIGKILL
 RESTART_DELAYS_SECS = (0.0, 1.0, 2.0, 5.0, 10.0)  # for a worker that keeps dying at start
 STABLE_SECS = 30.0  # a worker that ran this long starts again at once when it dies
+IDLE_CONNECTIONS = 1  # to each worker, kept open for the next request
 
 
 class SessionsFull(Exception):
@@ -66,6 +68,7 @@ class Worker:
     starting: int = 0  # offers it is answering
     lag_ms: float = 0.0  # its event loop's mean lateness (agent.loop_lag)
     cpu_secs: float = 0.0
+    census: dict[str, int] = field(default_factory=dict)  # what it holds (agent.census)
     started: float = 0.0
     restarts: int = 0
 
@@ -73,7 +76,7 @@ class Worker:
     def load(self) -> int:
         return len(self.sessions) + self.starting
 
-    def report(self) -> dict[str, Any]:
+    def report(self, routes: int) -> dict[str, Any]:
         return {
             "worker": self.index,
             "pid": self.process.pid if self.process else None,
@@ -81,6 +84,8 @@ class Worker:
             "sessions": len(self.sessions),
             "loop_lag_ms": self.lag_ms,
             "restarts": self.restarts,
+            "routes": routes,  # pc_ids (current and former) the supervisor sends to it
+            "census": self.census,
         }
 
 
@@ -98,7 +103,9 @@ class WorkerPool:
 
     @staticmethod
     def _new_worker(index: int, socket: Path) -> Worker:
-        transport = httpx.AsyncHTTPTransport(uds=str(socket))
+        # A burst of offers opens a connection each; only a few stay open once it is over.
+        limits = httpx.Limits(max_keepalive_connections=IDLE_CONNECTIONS)
+        transport = httpx.AsyncHTTPTransport(uds=str(socket), limits=limits)
         client = httpx.AsyncClient(transport=transport, base_url="http://worker")
         return Worker(index, socket, client)
 
@@ -116,7 +123,8 @@ class WorkerPool:
         return any(worker.ready for worker in self._workers)
 
     def report(self) -> list[dict[str, Any]]:
-        return [worker.report() for worker in self._workers]
+        routes = Counter(worker.index for worker in self._owner.values())
+        return [worker.report(routes[worker.index]) for worker in self._workers]
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._keep_running(w)) for w in self._workers]
@@ -218,6 +226,7 @@ class WorkerPool:
         worker.ready = False
         worker.sessions.clear()
         worker.lag_ms = 0.0
+        worker.census = {}
         self._disown(worker)
         return lost
 
@@ -263,6 +272,7 @@ class WorkerPool:
         elif kind == "load":
             worker.lag_ms = event["lag_ms"]
             worker.cpu_secs = event["cpu_secs"]
+            worker.census = event["census"]
             worker.ready = True
 
     async def _stop_process(self, worker: Worker) -> None:

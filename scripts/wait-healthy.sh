@@ -40,6 +40,15 @@ last_health_output() {
     | tr -s '\n' ' ' | cut -c1-300 || true
 }
 
+# A one-shot service (label voice-agent.one-shot, e.g. ollama-init) that exited 0 has
+# done its job; any other stopped container is a failure.
+finished_one_shot() {
+  local id
+  id="$("${compose[@]}" ps --all --quiet "$1" 2>/dev/null | head -n 1)" || true
+  [ -n "$id" ] || return 1
+  [ "$("$docker_cmd" inspect --format '{{index .Config.Labels "voice-agent.one-shot"}} {{.State.ExitCode}}' "$id" 2>/dev/null)" = "true 0" ]
+}
+
 start=$(date +%s)
 last_report=""
 while :; do
@@ -55,6 +64,7 @@ while :; do
     [ -n "$service" ] || continue
     case "$state" in
       exited|dead)
+        if [ "$state" = exited ] && finished_one_shot "$service"; then continue; fi
         echo "wait-healthy: $service has stopped ($state); see 'make logs SERVICE=$service'" >&2
         exit 1 ;;
     esac

@@ -75,6 +75,9 @@ def agent_env(speaches: str, ollama: str, **overrides: str) -> dict[str, str]:
         "WEBRTC_HOST_ADDRESSES": "127.0.0.1",
         "LOG_FORMAT": "json",
         "BACKEND_RETRY_MAX_SECS": "0.5",
+        # Every test client is 127.0.0.1, one "device": tests/test_hostile_input.py sets
+        # and proves the per-device limit itself.
+        "NEW_SESSIONS_PER_MINUTE": "0",
     }
     env.update(overrides)
     return env

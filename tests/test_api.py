@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import AgentProcess
+from tests.test_hostile_input import CHROME_OFFER
 
 VALID_SDP_START = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 
@@ -98,8 +99,22 @@ def test_a_malformed_candidate_patch_gets_a_4xx_never_a_5xx(agent: AgentProcess,
     assert_json_error(response, 400, 404)
 
 
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+@pytest.mark.parametrize("body", [b"[" * 5000 + b"]" * 5000, b'{"sdp": ' * 3000, b"9" * 5000])
+def test_a_deeply_nested_or_endless_body_is_a_400(
+    agent: AgentProcess, method: str, body: bytes
+) -> None:
+    response = httpx.request(
+        method,
+        f"{agent.base_url}/api/offer",
+        content=body,
+        headers={"Content-Type": "application/json"},
+    )
+    assert assert_json_error(response, 400)["code"] == "bad_request"
+
+
 def test_an_unknown_session_is_a_404(agent: AgentProcess) -> None:
-    offer = {"sdp": VALID_SDP_START + "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n", "type": "offer"}
+    offer = {"sdp": CHROME_OFFER, "type": "offer"}  # well-formed: checked before it is routed
     response = httpx.post(f"{agent.base_url}/api/offer", json={**offer, "pc_id": "gone"})
     assert assert_json_error(response, 404)["code"] == "unknown_session"
     response = httpx.patch(f"{agent.base_url}/api/offer", json={"pc_id": "gone", "candidates": []})

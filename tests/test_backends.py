@@ -19,6 +19,7 @@ from structlog.testing import capture_logs
 from agent.backends import Ollama, Speaches
 from agent.backends.client import (
     FIRST_RETRY_SECS,
+    REQUEST_TIMEOUT_SECS,
     Refused,
     ServerError,
     Unreachable,
@@ -26,6 +27,7 @@ from agent.backends.client import (
     retry_wait,
 )
 from agent.backends.watch import BackendWatcher
+from agent.config import load_settings
 from tests.helpers import free_port
 
 
@@ -238,3 +240,89 @@ async def test_the_watcher_does_not_hammer_a_final_refusal(serve) -> None:
     finally:
         await watcher.stop()
         await speaches.aclose()
+
+
+def test_the_defaults_bring_a_returning_backend_back_well_within_30_s() -> None:
+    # A backend that comes back is tried again at the latest after the longest wait between
+    # tries; a try already under way when it returns can take up to one request's timeout.
+    # What is left of the 30 s goes to making it ready (a warm-up of a loaded-once model).
+    longest_wait = load_settings({}).backend_retry_max_secs
+    assert longest_wait + REQUEST_TIMEOUT_SECS <= 20
+
+
+async def test_health_says_when_a_backend_that_is_down_is_tried_next() -> None:
+    speaches = Speaches(f"http://127.0.0.1:{free_port()}", ["m"])
+    watcher = BackendWatcher(speaches, retry_max_secs=0.3)
+    try:
+        watcher.start()
+        await wait_for(lambda: speaches.state.retry_wait_secs == 0.3)  # the cap, reached
+        report = speaches.state.as_dict()
+        assert report["reachable"] is False and report["retry_wait_secs"] == 0.3
+        assert 0 <= report.get("next_try_in_secs", 0) <= 0.3
+    finally:
+        await watcher.stop()
+        await speaches.aclose()
+
+
+@dataclass
+class OllamaScript:
+    """Ollama's model API with the model installed; ``loaded`` is what a restart clears."""
+
+    model: str
+    loaded: bool = False
+
+    def answer(self, method: str, path: str) -> Reply:
+        if path == "/api/tags":
+            return Reply(200, {"models": [{"name": self.model}]})
+        if path == "/api/ps":
+            return Reply(200, {"models": [{"name": self.model}] if self.loaded else []})
+        if (method, path) == ("POST", "/api/generate"):
+            self.loaded = True
+            return Reply(200, {"model": self.model, "done": True, "done_reason": "load"})
+        return Reply(404, {"error": "no such route"})
+
+
+async def test_an_ollama_that_forgot_the_model_has_it_warmed_again(serve) -> None:
+    script = OllamaScript("llama3.2:1b")
+    server = await serve(script.answer)
+    ollama = Ollama(server.url, script.model)
+    watcher = BackendWatcher(ollama, retry_max_secs=0.05, probe_secs=0.05)
+    try:
+        with capture_logs() as logs:
+            watcher.start()
+            await wait_for(lambda: ollama.state.ready)
+            assert server.paths("POST") == ["/api/generate"]
+            script.loaded = False  # restarted between two probes, or its keep-alive ran out
+            await wait_for(lambda: len(server.paths("POST")) == 2)
+            await wait_for(lambda: ollama.state.ready)
+        lost = [entry for entry in logs if entry["event"] == "backend no longer ready"]
+        assert [entry["reason"] for entry in lost] == ["ollama: loading llama3.2:1b"]
+        assert [entry["event"] for entry in logs].count("backend ready") == 2
+    finally:
+        await watcher.stop()
+        await ollama.aclose()
+
+
+async def test_the_watcher_outlives_an_answer_no_rule_foresaw(serve) -> None:
+    script = OllamaScript("llama3.2:1b")
+    odd_answers = 3
+
+    def answer(method: str, path: str) -> Reply:
+        if path == "/api/tags" and len(server.paths("GET")) <= odd_answers:
+            return Reply(200, {"models": ["llama3.2:1b"]})  # entries that are not objects
+        return script.answer(method, path)
+
+    server = await serve(answer)
+    ollama = Ollama(server.url, script.model)
+    watcher = BackendWatcher(ollama, retry_max_secs=0.05)
+    try:
+        with capture_logs() as logs:
+            watcher.start()
+            await wait_for(lambda: "unexpected answer" in (ollama.state.reason() or ""))
+            await wait_for(lambda: ollama.state.ready)
+        failed = [entry for entry in logs if entry["event"] == "backend check failed"]
+        assert len(failed) == 1, "the same failure is logged once, not at every try"
+        assert len(server.paths("GET")) > odd_answers
+    finally:
+        await watcher.stop()
+        await ollama.aclose()

@@ -85,6 +85,7 @@ def test_a_conversation_through_the_page(
         page.wait_for_function("window.voiceAgent.state === 'connected'", timeout=WAIT_MS)
         expect(page.locator("#status")).to_have_text("Connected")
         expect(page.locator("#start")).to_have_text("Stop")
+        expect(page.locator("#access")).to_be_hidden()  # no AGENT_TOKEN: no token asked
 
         # The greeting, in words and in sound (played by #remote-audio, the page's sink).
         entries = page.locator("#transcript .entry")

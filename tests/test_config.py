@@ -80,16 +80,22 @@ VALID = {
     "LANGUAGE": _one_of("en", "de", "fr", "es", "it", "nl"),
     "SYSTEM_PROMPT": _text(),
     "MAX_SESSIONS": _whole(1, 256),
+    "NEW_SESSIONS_PER_MINUTE": _whole(0, 100000),
     "SESSION_IDLE_TIMEOUT_SECS": _number(10, 86400),
     "WORKERS": _whole(1, 64) | _one_of("auto", "Auto").map(lambda x: (x[0], CORES)),
     "BUSY_LOOP_LAG_MS": _number(0, 10000),
+    "AGENT_TOKEN": st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=8).map(
+        lambda token: (f" {token} ", token)
+    ),
     "LOG_LEVEL": _one_of("debug", "info", "warning", "error"),
     "LOG_FORMAT": _one_of("auto", "console", "json"),
+    "LOG_TRANSCRIPTS": _one_of("off", "on"),
     "ICE_SERVERS": _ice,
     "TURN_USERNAME": _text(),
     "TURN_PASSWORD": _text(),
     "WEBRTC_HOST_ADDRESSES": _addresses,
     "WEBRTC_CONNECT_TIMEOUT_SECS": _number(1, 600),
+    "WEBRTC_RECONNECT_GRACE_SECS": _number(1, 600),
     "WEBRTC_AUDIO_REORDER_PACKETS": _whole(0, 15),
     "VAD_CONFIDENCE": _number(0, 1),
     "VAD_START_SECS": _number(0, 2),
@@ -101,6 +107,8 @@ VALID = {
     "TURN_SPECULATION": _one_of("on", "off"),
     "TURN_RESUME_SECS": _number(0, 10),
     "BACKEND_RETRY_MAX_SECS": _number(0.1, 600),
+    "BACKEND_FIRST_BYTE_TIMEOUT_SECS": _number(0.5, 600),
+    "BACKEND_STALL_TIMEOUT_SECS": _number(0.5, 600),
     "TLS": _one_of("auto", "on", "off"),
     "TLS_DIR": _text().map(lambda pair: (pair[0], Path(pair[1]))),
     "AGENT_HTTP_PORT": _whole(1, 65535),
@@ -114,18 +122,23 @@ INVALID = {
     "TTS_FIRST_CLAUSE_WORDS": ["-1", "51", "four"],
     "LANGUAGE": ["english", "xx"],
     "MAX_SESSIONS": ["0", "-1", "many"],
+    "NEW_SESSIONS_PER_MINUTE": ["-1", "100001", "twelve", "1.5"],
     "WORKERS": ["0", "65", "many", "2.5"],
     "BUSY_LOOP_LAG_MS": ["-1", "fast"],
     "LOG_LEVEL": ["verbose"],
     "LOG_FORMAT": ["xml"],
+    "LOG_TRANSCRIPTS": ["yes", "all"],
     "ICE_SERVERS": ["stun.l.google.com:19302", "http://turn"],
     "WEBRTC_HOST_ADDRESSES": ["192.168.1", "localhost"],
     "VAD_CONFIDENCE": ["1.5", "-0.1"],
     "WEBRTC_AUDIO_REORDER_PACKETS": ["-1", "16", "two"],
+    "WEBRTC_RECONNECT_GRACE_SECS": ["0", "601", "soon"],
     "TURN_DETECTION": ["vad"],
     "TURN_SILENCE_SECS": ["-1", "10"],
     "TURN_HESITATION_SECS": ["-0.5", "11", "long"],
     "TURN_SPECULATION": ["yes"],
+    "BACKEND_FIRST_BYTE_TIMEOUT_SECS": ["0", "601", "soon"],
+    "BACKEND_STALL_TIMEOUT_SECS": ["0.1", "-1", "never"],
     "TLS": ["yes", "https"],
 }
 
@@ -306,6 +319,22 @@ def test_a_turn_server_without_both_credentials_is_refused_in_one_sentence(
         f"ICE_SERVERS names a TURN server ({url}), so TURN_USERNAME and TURN_PASSWORD "
         "must both be set to its credentials."
     )
+
+
+@pytest.mark.parametrize("token", ["short12", "has a space", "pässwort-1234", "tab\tinside1"])
+def test_an_unusable_access_token_is_refused_without_showing_it(token: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_settings({"AGENT_TOKEN": token})
+    message = str(error.value)
+    assert message.startswith("AGENT_TOKEN=(hidden) is not valid: expected ")
+    assert token not in message and token.strip() not in message
+    assert load_settings({"AGENT_TOKEN": " "}).agent_token == ""  # empty: no token
+
+
+def test_the_access_token_stays_out_of_the_settings_repr() -> None:
+    loaded = load_settings({"AGENT_TOKEN": "kitchen-7Rq2-lamp"})
+    assert loaded.agent_token == "kitchen-7Rq2-lamp"
+    assert "kitchen-7Rq2-lamp" not in repr(loaded)
 
 
 def test_the_turn_password_stays_out_of_the_settings_repr() -> None:

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -20,13 +21,18 @@ import pytest
 import yaml
 
 from tests.helpers import REPO_ROOT as REPO
-from tests.infra.tools import compose_command
+from tests.infra.tools import compose_command, need
 
 pytestmark = pytest.mark.infra
 
 FILES = ["compose.yaml", "compose.gpu.yaml", "speaches/compose.yaml", "Dockerfile"]
 BACKENDS = ["ollama", "speaches"]
-SERVICES = {"agent", *BACKENDS}
+SERVICES = {"agent", *BACKENDS}  # the long-running ones
+# Runs before Ollama and exits: gives Ollama's volume to Ollama's user.
+OLLAMA_INIT = "ollama-init"
+# The volume's name in earlier releases, whose Ollama ran as root with it at /root/.ollama:
+# an upgrade must find the models already downloaded there.
+OLLAMA_VOLUME = "ollama-models"
 # Variables the Compose files interpolate; removed from the test's environment so a
 # developer's shell cannot change what is checked.
 INTERPOLATED = [
@@ -92,8 +98,8 @@ def merged(request: pytest.FixtureRequest, project: Path) -> dict:
 
 
 def test_both_setups_validate_and_define_the_three_services(base: dict, gpu: dict) -> None:
-    assert set(base["services"]) == SERVICES
-    assert set(gpu["services"]) == SERVICES
+    assert set(base["services"]) == SERVICES | {OLLAMA_INIT}
+    assert set(gpu["services"]) == SERVICES | {OLLAMA_INIT}
     assert base["name"] == gpu["name"] == "voice-agent"
 
 
@@ -106,7 +112,8 @@ def test_agent_starts_only_after_both_backends_are_healthy(merged: dict) -> None
 
 def test_every_service_is_health_checked_and_restarts(merged: dict) -> None:
     services = merged["services"]
-    for name, service in services.items():
+    for name in SERVICES:
+        service = services[name]
         assert service["restart"] == "unless-stopped", name
         assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
         assert not service["healthcheck"].get("disable"), name
@@ -119,7 +126,8 @@ def test_every_service_is_health_checked_and_restarts(merged: dict) -> None:
 
 def test_data_lives_in_named_volumes_at_the_right_paths(merged: dict) -> None:
     expected = {
-        "ollama": "/root/.ollama",
+        "ollama": "/home/ubuntu/.ollama",
+        OLLAMA_INIT: "/volume",
         "speaches": "/home/ubuntu/.cache/huggingface/hub",
         "agent": "/data",
     }
@@ -131,6 +139,204 @@ def test_data_lives_in_named_volumes_at_the_right_paths(merged: dict) -> None:
         assert mount["source"] in merged["volumes"], name
     for service in merged["services"].values():
         assert all(m["type"] == "volume" for m in service.get("volumes", [])), "no bind mounts"
+
+
+# What each service runs as: its image's own unprivileged user.
+USERS = {"agent": "10001:10001", "ollama": "1000:1000", "speaches": "1000:1000"}
+
+
+def test_no_service_runs_as_root_or_can_gain_privileges(merged: dict) -> None:
+    for name, service in merged["services"].items():
+        if name != OLLAMA_INIT:  # root, with one capability: the next test
+            assert service.get("user") == USERS[name], name
+            assert not service.get("cap_add"), f"{name} needs no capability"
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        assert service.get("cap_drop") == ["ALL"], name
+        assert not service.get("privileged"), name
+        for shared in ("pid", "ipc", "userns_mode"):
+            assert service.get(shared) != "host", f"{name} shares the host's {shared}"
+
+
+def test_ollama_init_runs_before_ollama_as_root_with_only_chown(merged: dict) -> None:
+    services = merged["services"]
+    init, ollama = services[OLLAMA_INIT], services["ollama"]
+    assert ollama["depends_on"][OLLAMA_INIT]["condition"] == "service_completed_successfully"
+    assert not any(
+        OLLAMA_INIT in s.get("depends_on", {}) for s in services.values() if s is not ollama
+    )
+    assert init["image"] == ollama["image"], "the image already there: nothing more to pull"
+    assert init["user"] == "0:0"
+    assert init["cap_drop"] == ["ALL"] and init["cap_add"] == ["CHOWN"]
+    assert init["security_opt"] == ["no-new-privileges:true"]
+    assert init["read_only"] is True and "tmpfs" not in init, "it writes no file"
+    assert init["network_mode"] == "none"
+    assert "ports" not in init and not init.get("environment")
+    assert init["restart"] == "no" and "healthcheck" not in init
+    # scripts/wait-healthy.sh counts a service with this label as done once it exited 0.
+    assert init["labels"] == {"voice-agent.one-shot": "true"}
+    assert "voice-agent.one-shot" in (REPO / "scripts" / "wait-healthy.sh").read_text()
+    # It gives the volume to the user Ollama runs as.
+    command = [*init["entrypoint"], *init["command"]]
+    assert ollama["user"] in command and ollama["user"].split(":")[0] in command
+    # /home/ubuntu is uid 1000's (mode 750): root without DAC_OVERRIDE may not enter it.
+    assert not init["volumes"][0]["target"].startswith(ollama["environment"]["HOME"])
+
+
+def test_ollama_keeps_the_volume_earlier_releases_downloaded_models_into(merged: dict) -> None:
+    assert merged["volumes"][OLLAMA_VOLUME]["name"] == f"voice-agent_{OLLAMA_VOLUME}"
+    for name in ("ollama", OLLAMA_INIT):
+        assert [m["source"] for m in merged["services"][name]["volumes"]] == [OLLAMA_VOLUME]
+    # It held /root/.ollama (models/, id_ed25519): now Ollama's $HOME/.ollama.
+    ollama = merged["services"]["ollama"]
+    assert ollama["volumes"][0]["target"] == ollama["environment"]["HOME"] + "/.ollama"
+    readme = (REPO / "README.md").read_text()
+    assert f"`voice-agent_{OLLAMA_VOLUME}`" in readme and f"`{OLLAMA_INIT}`" in readme
+
+
+def legacy_ollama_volume(root: Path) -> Path:
+    """What an earlier release's Ollama, running as root, left in its volume."""
+    volume = root / "volume"
+    manifest = volume / "models" / "manifests" / "registry.ollama.ai" / "library" / "llama3.2"
+    manifest.mkdir(parents=True)
+    (manifest / "3b").write_text("{}")
+    (volume / "models" / "blobs").mkdir()
+    (volume / "models" / "blobs" / "sha256-6a0746a1ec1a").write_bytes(b"GGUF" * 1024)
+    (volume / "id_ed25519").write_text("private key")
+    (volume / "id_ed25519").chmod(0o600)
+    (volume / "id_ed25519.pub").write_text("public key")
+    return volume
+
+
+def as_user(user: str, *command: str) -> subprocess.CompletedProcess[str]:
+    uid, gid = user.split(":")
+    return subprocess.run(
+        [need("setpriv"), f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *command],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def run_ollama_init(service: dict, volume: Path, caps: list[str]) -> subprocess.CompletedProcess:
+    """The init's own command, as root with only `caps`, on `volume` in place of its mount."""
+    target = service["volumes"][0]["target"]
+    command = [str(volume) if arg == target else arg for arg in service["entrypoint"]]
+    command += [str(volume) if arg == target else arg for arg in service["command"]]
+    bounding = ",".join(["-all", *(f"+{cap.lower()}" for cap in caps)])
+    return subprocess.run(
+        [
+            need("setpriv"),
+            "--reuid=0",
+            "--regid=0",
+            "--clear-groups",
+            "--inh-caps=-all",
+            f"--bounding-set={bounding}",
+            "--no-new-privs",
+            *command,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_ollama_init_gives_an_earlier_releases_models_to_ollamas_user(base: dict) -> None:
+    """The init's command run for real, with exactly the capabilities compose.yaml grants.
+
+    The host's GNU find and chown stand in for the Ollama image's (Ubuntu's, the same
+    programs); root is needed to own the files as the earlier release did.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the earlier release's files are root's")
+    init, ollama_user = base["services"][OLLAMA_INIT], base["services"]["ollama"]["user"]
+    uid, gid = (int(part) for part in ollama_user.split(":"))
+    with tempfile.TemporaryDirectory() as root:
+        Path(root).chmod(0o755)  # Ollama's user must reach the volume, as in a container
+        volume = legacy_ollama_volume(Path(root))
+        blobs = volume / "models" / "blobs"
+        assert as_user(ollama_user, "touch", str(blobs / "new")).returncode != 0
+
+        # Without CHOWN it fails, and so Ollama would not start on a volume it cannot use.
+        assert run_ollama_init(init, volume, []).returncode != 0
+        result = run_ollama_init(init, volume, init["cap_add"])
+        assert result.returncode == 0, result.stderr
+
+        entries = [volume, *volume.rglob("*")]
+        assert len(entries) == 11
+        assert {(e.stat().st_uid, e.stat().st_gid) for e in entries} == {(uid, gid)}
+        assert (volume / "id_ed25519").stat().st_mode & 0o777 == 0o600, "the key stays private"
+        assert as_user(ollama_user, "touch", str(blobs / "new")).returncode == 0
+        read = as_user(ollama_user, "cat", str(volume / "id_ed25519"))
+        assert read.stdout == "private key", read.stderr
+
+        # Once the top folder is Ollama's, a start does not even walk the volume: a file
+        # put back to root stays root's.
+        os.chown(volume / "id_ed25519", 0, 0)
+        assert run_ollama_init(init, volume, init["cap_add"]).returncode == 0
+        assert (volume / "id_ed25519").stat().st_uid == 0
+
+        # A run cut short changes the top folder last, so the next start finishes it.
+        os.chown(volume, 0, 0)
+        assert run_ollama_init(init, volume, init["cap_add"]).returncode == 0
+        assert {(e.stat().st_uid, e.stat().st_gid) for e in entries} == {(uid, gid)}
+
+
+def test_agent_user_is_the_one_its_images_create() -> None:
+    uid = USERS["agent"].split(":")[0]
+    assert f"USER {USERS['agent']}" in (REPO / "Dockerfile").read_text()
+    assert f'uid = "{uid}";' in (REPO / "flake.nix").read_text()
+
+
+def test_root_filesystems_are_read_only_with_a_small_tmp(merged: dict) -> None:
+    for name, service in merged["services"].items():
+        assert service.get("read_only") is True, name
+        if name == OLLAMA_INIT:
+            continue  # no /tmp: it only changes owners
+        tmpfs = {entry.split(":")[0]: entry for entry in service.get("tmpfs", [])}
+        assert set(tmpfs) == {"/tmp"}, name
+        size = re.search(r"size=(\d+)m\b", tmpfs["/tmp"])
+        assert size and int(size[1]) <= 256, f"{name}: /tmp must be bounded ({tmpfs['/tmp']})"
+
+
+def test_every_service_writes_only_to_its_volume_and_tmp(merged: dict) -> None:
+    services = merged["services"]
+    # Ollama keeps its key and models in $HOME/.ollama: the volume.
+    ollama = services["ollama"]
+    assert ollama["volumes"][0]["target"] == ollama["environment"]["HOME"] + "/.ollama"
+    # The agent's HOME and TLS_DIR are in /data (its image sets HOME=/data).
+    assert services["agent"]["environment"]["TLS_DIR"].startswith(
+        services["agent"]["volumes"][0]["target"] + "/"
+    )
+    # Speaches downloads straight into its volume, with no Xet chunk cache beside it.
+    assert services["speaches"]["environment"]["HF_HUB_DISABLE_XET"] == "1"
+
+
+def test_no_secret_is_set_in_the_compose_files_or_sent_to_the_backends(project: Path) -> None:
+    secret = re.compile(r"TOKEN|PASSWORD|SECRET|API_KEY", re.IGNORECASE)
+    for files in (["compose.yaml"], ["compose.yaml", "compose.gpu.yaml"]):
+        config = run_config(project, *files)
+        for name, service in config["services"].items():
+            named = [key for key in service.get("environment", {}) if secret.search(key)]
+            assert named == [], f"{name} gets {named} from the Compose files themselves"
+            assert not service.get("build", {}).get("args"), name
+
+    (project / ".env").write_text("AGENT_TOKEN=kitchen-7Rq2-lamp\nTURN_PASSWORD=relay-pw-1\n")
+    config = run_config(project, "compose.yaml", "compose.gpu.yaml")
+    agent = config["services"]["agent"]
+    assert agent["environment"]["AGENT_TOKEN"] == "kitchen-7Rq2-lamp"  # at run time only
+    for name in BACKENDS:
+        rendered = json.dumps(config["services"][name])
+        assert "kitchen-7Rq2-lamp" not in rendered and "relay-pw-1" not in rendered, name
+
+
+def test_the_image_build_never_sees_the_env_file() -> None:
+    rules = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert rules[0] == "*", "the build context starts from nothing"
+    assert not any(".env" in rule for rule in rules if rule.startswith("!"))
 
 
 def test_backends_are_published_on_loopback_only(merged: dict) -> None:
@@ -176,6 +382,9 @@ def test_every_image_has_an_explicit_version(setup: str, project: Path) -> None:
         tag = match["tag"]
         assert "latest" not in tag, f"{name}: {tag}"
         assert re.search(r"\d+\.\d+", tag), f"{name}: tag {tag!r} is not a version"
+        # Images from a registry are pinned by digest too; only the agent is built here.
+        if name != "agent":
+            assert match["digest"], f"{name}: image {service['image']!r} has no digest"
 
 
 def test_gpu_overlay_switches_speaches_to_the_cuda_build_of_the_same_release(

@@ -263,6 +263,21 @@ def test_wait_healthy_fails_fast_when_a_service_stops(fake: Fake) -> None:
     assert "make logs" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("inspect", "done"), [("true 0\n", True), ("true 1\n", False), (" 0\n", False)]
+)
+def test_wait_healthy_counts_only_a_one_shot_that_exited_0_as_done(
+    fake: Fake, inspect: str, done: bool
+) -> None:
+    """ollama-init (labelled voice-agent.one-shot) exits once it has done its work."""
+    fake.set("ps.1", "ollama-init exited \n" + HEALTHY)
+    fake.set("inspect", inspect)
+    result = fake.run("wait-healthy.sh", "--timeout", "5")
+    assert (result.returncode == 0) is done, result.stderr
+    if not done:
+        assert "ollama-init has stopped" in result.stderr
+
+
 def test_wait_healthy_gives_up_with_the_last_health_check_and_a_hint(fake: Fake) -> None:
     fake.set("ps.1", "ollama running healthy\nspeaches running healthy\nagent running unhealthy\n")
     fake.set("inspect", "speaches: model Systran/faster-distil-whisper-small.en is not installed\n")

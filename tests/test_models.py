@@ -3,6 +3,8 @@ there yet never stops the agent from serving; it recovers when the backend appea
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 from tests.helpers import (
@@ -18,6 +20,7 @@ from tests.helpers import (
     wait_until,
 )
 from tests.standins.process import start_standin
+from tests.webrtc_client import browser_like_offer
 
 
 def health(agent) -> httpx.Response:
@@ -108,7 +111,7 @@ def test_unreachable_backends_at_start_then_recovery() -> None:
 
         offer = httpx.post(
             f"{agent.base_url}/api/offer",
-            json={"sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n", "type": "offer"},
+            json={"sdp": asyncio.run(browser_like_offer()), "type": "offer"},
         )
         assert offer.status_code == 503
         assert offer.json()["code"] == "unavailable"

@@ -405,8 +405,7 @@ def test_stop_while_reconnecting_ends_the_conversation(
 
         # Back on the network: nothing of the call is left to come back. The agent cannot be
         # told (the page closed its connections while the network was down); it lets the
-        # session go once ICE consent expires (aioice: about 30 s without an answer), or
-        # RECONNECT_GRACE_SECS after that if it counts that as a failure.
+        # session go WEBRTC_RECONNECT_GRACE_SECS (30 s) after the last packet it had.
         phone.link_up()
         ended = agent.wait_for_log("session ended", timeout=90)
         after = time.monotonic() - stopped_at

@@ -42,6 +42,24 @@ def loopback_only() -> None:
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []
 
 
+async def browser_like_offer(data_channel: bool = True, video: str | None = None) -> str:
+    """A real offer, as a browser makes it (audio both ways and, unless told otherwise, the
+    RTVI data channel; a video transceiver of direction ``video`` if given), for tests
+    where anything but the offer must be the reason for a refusal."""
+    loopback_only()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        pc.addTransceiver("audio", direction="sendrecv")
+        if video:
+            pc.addTransceiver("video", direction=video)
+        if data_channel:
+            pc.createDataChannel("rtvi")
+        await pc.setLocalDescription(await pc.createOffer())
+        return pc.localDescription.sdp
+    finally:
+        await pc.close()
+
+
 class Microphone(MediaStreamTrack):
     """An audio track that plays queued speech and is silent otherwise, in real time."""
 
@@ -144,19 +162,26 @@ class VoiceClient:
         self.messages: list[dict[str, Any]] = []
         self.counts: Counter[str] = Counter()  # RTVI messages received, by type
         self.pc_id: str | None = None
+        self.refusals: list[dict[str, Any]] = []  # the agent's "try again later" answers
         self._new_message = asyncio.Condition()
         self._new_audio = asyncio.Condition()
         self._state_changed = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def connect(self) -> dict[str, Any]:
-        """Offer, get the answer, and start recording; returns the answer."""
+    async def connect(self, refused_patience_secs: float = 0) -> dict[str, Any]:
+        """Offer, get the answer, and start recording; returns the answer. Turned away for
+        now (503: full, busy or starting), it tries again each second (or after the
+        Retry-After given), as a person would, for up to ``refused_patience_secs``."""
         self.pc.addTransceiver(self.microphone, direction="sendrecv")
         if self._video:
             self.pc.addTransceiver("video", direction=self._video)
         if self._want_channel:
             self.channel = self.pc.createDataChannel("rtvi")
-            self.channel.on("open", lambda: self.send_rtvi("client-ready", CLIENT_READY))
+
+            @self.channel.on("open")
+            def on_open() -> None:
+                self.send_rtvi("client-ready", CLIENT_READY)
+                self._tasks.append(asyncio.ensure_future(self._notify(self._state_changed)))
 
             @self.channel.on("message")
             def on_message(raw: str) -> None:
@@ -174,11 +199,14 @@ class VoiceClient:
             self._tasks.append(asyncio.ensure_future(self._record(track)))
 
         await self.pc.setLocalDescription(await self.pc.createOffer())
+        offer = {"sdp": self.pc.localDescription.sdp, "type": "offer"}
+        give_up_at = time.monotonic() + refused_patience_secs
         async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as http:
-            response = await http.post(
-                "/api/offer",
-                json={"sdp": self.pc.localDescription.sdp, "type": "offer"},
-            )
+            response = await http.post("/api/offer", json=offer)
+            while response.status_code == 503 and time.monotonic() < give_up_at:
+                self.refusals.append(response.json())
+                await asyncio.sleep(float(response.headers.get("Retry-After", 1)))
+                response = await http.post("/api/offer", json=offer)
         response.raise_for_status()
         answer = response.json()
         self.pc_id = answer["pc_id"]
@@ -249,9 +277,14 @@ class VoiceClient:
         return await self._wait(self._new_audio, lambda: found(self.recording), timeout, what)
 
     async def wait_connected(self, timeout: float = 20.0) -> None:
+        """Wait until the connection is up and, if this client has one, its data channel
+        open (a moment later: the channel needs a handshake of its own)."""
         await self._wait(
             self._state_changed,
-            lambda: self.pc.connectionState == "connected",
+            lambda: (
+                self.pc.connectionState == "connected"
+                and (self.channel is None or self.channel.readyState == "open")
+            ),
             timeout,
             "connection",
         )

@@ -118,14 +118,17 @@ class Backend:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    def read_json(self, response: httpx.Response) -> Any:
-        """The answer's JSON body; an answer that is not JSON means something else listens."""
+    def read_json(self, response: httpx.Response) -> dict[str, Any]:
+        """The answer's JSON object; any other answer means something else listens."""
         try:
-            return response.json()
+            body = response.json()
         except ValueError:
+            body = None
+        if not isinstance(body, dict):
             why = f"what answers at {self.state.url} is not {self.name} (the answer is not JSON)"
             self.state.failed(why)
-            raise Refused(why) from None
+            raise Refused(why)
+        return body
 
     async def request(
         self, method: str, path: str, *, expected: Collection[int] = (), **kwargs: Any

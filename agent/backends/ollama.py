@@ -111,8 +111,26 @@ class Ollama(Backend):
             await self.pull()
         await self.warm_up()
 
+    async def is_loaded(self) -> bool:
+        """Whether the model is in memory (``/api/ps``)."""
+        response = await self.request("GET", "/api/ps")
+        loaded = [
+            entry.get("name") or entry.get("model") or ""
+            for entry in self.read_json(response).get("models", [])
+            if isinstance(entry, dict)
+        ]
+        return any(same_model(self.model_id, name) for name in loaded)
+
     async def still_ready(self) -> bool:
-        return await self.is_installed()
+        """The model is still in memory (so installed too). A restarted Ollama has nothing
+        loaded, and Ollama unloads a model once its keep-alive runs out (each chat sets it
+        back to the server's default): then ``make_ready`` warms it again (and pulls it
+        first if it is gone), before the next turn pays for it."""
+        if await self.is_loaded():
+            return True
+        self.state.warm = False
+        log.info("model no longer in memory", model=self.model_id)
+        return False
 
 
 class _ProgressLog:

@@ -1,7 +1,7 @@
 """What the agent knows about one backend and its models: the body of ``/health``.
 
-Only the backend object that owns a ``BackendState`` writes it (``agent.backends.client``);
-everyone else reads it.
+Only the backend object that owns a ``BackendState`` (``agent.backends.client``) and its
+watcher (``agent.backends.watch``, for when it tries again) write it; everyone else reads it.
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ class BackendState:
     reachable: bool | None = None  # None: not tried yet
     error: str | None = None  # the last failure: why it is unreachable, or what it answered
     warm: bool = True  # backends that need no warm-up are always warm
+    retry_wait_secs: float | None = None  # while not ready: the wait between tries
+    next_try_at: float | None = None  # while not ready: when the next try starts (monotonic)
 
     def answered(self) -> None:
         """The backend just answered a request: it is reachable, whatever went before."""
@@ -73,6 +75,11 @@ class BackendState:
         self.reachable, self.error = False, why
         for model in self.models.values():
             model.pulling = False
+
+    def retrying(self, wait_secs: float | None) -> None:
+        """The watcher tries again in ``wait_secs``; None: it has stopped (ready)."""
+        self.retry_wait_secs = wait_secs
+        self.next_try_at = None if wait_secs is None else time.monotonic() + wait_secs
 
     def failed(self, why: str) -> None:
         """The backend answered, but not with what was needed."""
@@ -118,4 +125,8 @@ class BackendState:
         }
         if self.error:
             data["error"] = self.error
+        if not self.ready and self.retry_wait_secs is not None:
+            data["retry_wait_secs"] = round(self.retry_wait_secs, 2)
+            if (next_try := (self.next_try_at or 0) - time.monotonic()) > 0:
+                data["next_try_in_secs"] = round(next_try, 1)  # absent while a try is under way
         return data

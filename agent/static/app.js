@@ -2,8 +2,10 @@
 // ends it too, and the health notice says whether the backends are ready.
 // The pieces: view.js shows things, call.js runs one conversation (with
 // signalling.js, peer.js, reconnect.js, conversation.js and heard-meter.js,
-// which measures the latency heard), transcript.js keeps the words.
+// which measures the latency heard), transcript.js keeps the words, and
+// access.js asks for the access token when the agent has one (AGENT_TOKEN).
 
+import { checkAccess } from "./access.js";
 import { Call } from "./call.js";
 import { watchHealth } from "./health.js";
 import { INSECURE_MESSAGE, microphoneAvailable } from "./microphone.js";
@@ -51,4 +53,5 @@ window.voiceAgent = Object.freeze({
 
 if (!microphoneAvailable()) showSecureNotice(INSECURE_MESSAGE);
 showState("idle");
-watchHealth();
+// With an access token set, the backends' state is told only to a page that has it.
+checkAccess().then(watchHealth);

@@ -3,10 +3,12 @@
 // LAN if both ends use it. No answer means none: WebRTC stays on the local
 // network, as with an empty ICE_SERVERS.
 
+import { apiFetch } from "./access.js";
+
 export async function fetchIceServers() {
   let body;
   try {
-    const response = await fetch("/api/config", { cache: "no-store", headers: { Accept: "application/json" } });
+    const response = await apiFetch("/api/config", { cache: "no-store", headers: { Accept: "application/json" } });
     if (!response.ok) return [];
     body = await response.json();
   } catch {

@@ -126,13 +126,19 @@ export class Conversation {
           transcript.setTurnLatency(data.ms, "server", breakdown(data.parts_ms));
         } else if (data.type === "turn-continued") {
           transcript.turnContinued();
+        } else if (data.type === "backend-fault" && typeof data.text === "string") {
+          // A backend failed: the server's sentence says so (and is spoken when the
+          // voice still works). No reply is coming for this turn.
+          call.problem(data.text);
+          if (this.activity === "thinking") this.#setActivity("listening");
         }
         break;
 
       case "error": {
+        // The server words its errors for a person (agent/fault_notice.py).
         const text = typeof data.error === "string" && data.error ? data.error : "Something went wrong.";
-        if (data.fatal) call.fatal(`The assistant stopped because of an error: ${text}`);
-        else call.problem(`The assistant had a problem but is still listening: ${text}`);
+        if (data.fatal) call.fatal(text);
+        else call.problem(text);
         break;
       }
       case "error-response":

@@ -4,6 +4,7 @@
 //   B = {url, reachable: true | false | null, ready, error?,
 //        models: {<id>: {installed: true | false | null, pulling, progress? (0..1), error?}}}
 
+import { withToken } from "./access.js";
 import { showHealth } from "./view.js";
 
 const HEALTH_RETRY_MS = 15_000;
@@ -47,7 +48,10 @@ function describeBackend(backend, info) {
   for (const [id, model] of models) {
     if (!model || typeof model !== "object") continue;
     const modelError = words(model.error);
-    if (model.pulling) sentences.push(`${name.model} ${id} ${downloading(model)}`);
+    // A download tried again after it failed says why it failed until bytes arrive.
+    const retried = modelError && typeof model.progress !== "number";
+    if (model.pulling && retried) sentences.push(`${modelProblem(name, modelError)}; trying again`);
+    else if (model.pulling) sentences.push(`${name.model} ${id} ${downloading(model)}`);
     else if (modelError) sentences.push(modelProblem(name, modelError));
     else if (model.installed === false && error) sentences.push(`${name.up} is up but could not download ${id}${because}`);
     else if (model.installed === false) sentences.push(`${name.model} ${id} is not installed`);
@@ -86,7 +90,8 @@ export async function watchHealth() {
   clearTimeout(retryTimer);
   let body;
   try {
-    const response = await fetch("/health", { cache: "no-store", headers: { Accept: "application/json" } });
+    // Without the agent's access token (AGENT_TOKEN), /health says only "ok" or "degraded".
+    const response = await fetch("/health", { cache: "no-store", headers: withToken({ Accept: "application/json" }) });
     body = await response.json();
   } catch {
     return; // no health endpoint, or not JSON: say nothing

@@ -6,8 +6,8 @@
 import { SignallingError } from "./signalling.js";
 
 // How long the page tries before it gives up and says so. It must stay below
-// the time the agent keeps a conversation whose connection was lost: about
-// 30 s (RECONNECT_GRACE_SECS, or ICE consent expiring in aioice).
+// the time the agent keeps a conversation whose browser has sent nothing:
+// WEBRTC_RECONNECT_GRACE_SECS, 30 s by default.
 export const RECONNECT_TIMEOUT_MS = 20_000;
 // Pauses between restart offers that failed (the network may not be back
 // yet); the last one repeats.

@@ -5,6 +5,8 @@
 // connection is open, which can be a little longer than the call that made it
 // (see Call's #release): the peer connection's own state is its only guard.
 
+import { apiFetch } from "./access.js";
+
 const OFFER_URL = "/api/offer";
 // Candidates found within this window go out in one PATCH.
 const CANDIDATE_BATCH_MS = 40;
@@ -22,7 +24,7 @@ export class SignallingError extends Error {
 async function sendJSON(method, body) {
   let response;
   try {
-    response = await fetch(OFFER_URL, {
+    response = await apiFetch(OFFER_URL, {
       method,
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body),

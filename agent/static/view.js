@@ -17,6 +17,9 @@ export const ui = {
   audio: $("remote-audio"),
   transcript: $("transcript"),
   transcriptEmpty: $("transcript-empty"),
+  access: $("access"),
+  accessToken: $("access-token"),
+  accessError: $("access-error"),
 };
 
 const STATUS_TEXT = {
@@ -74,6 +77,27 @@ export function showSecureNotice(message) {
   ui.secureNotice.textContent = message;
   ui.secureNotice.hidden = !message;
   if (message) ui.intro.hidden = true;
+}
+
+// The access token form, while the page needs a token: `problem` is a sentence
+// saying what was wrong with the last one, or "". Start waits for a token.
+export function askForToken(problem) {
+  ui.access.hidden = false;
+  ui.accessError.textContent = problem;
+  ui.accessError.hidden = !problem;
+  ui.start.disabled = true;
+  ui.accessToken.focus();
+  ui.accessToken.select();
+}
+
+// What was wrong with the last token no longer applies once the person types.
+ui.accessToken.addEventListener("input", () => { ui.accessError.hidden = true; });
+
+export function tokenAccepted() {
+  ui.access.hidden = true;
+  ui.accessError.hidden = true;
+  ui.accessToken.value = "";
+  ui.start.disabled = false;
 }
 
 // --- the assistant's voice ------------------------------------------------------

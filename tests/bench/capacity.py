@@ -2,6 +2,7 @@
 
     python -m tests.bench.capacity            # instant and gpu × 1, 2, 4, 8, 12, 16 sessions
     python -m tests.bench.capacity --quick    # one profile × 1, 4, 12 sessions, about 2 minutes
+    python -m tests.bench.capacity --idle-only --profiles gpu   # only the idle row, about 1 minute
 
 Sweep: for each profile the stand-ins start with that profile's speed settings (the latency
 bench's PROFILES); for each session count a fresh agent runs with its default turn settings
@@ -325,10 +326,16 @@ def over_limit_row(
 
 
 async def silent_sessions(
-    base_url: str, count: int, speech: np.ndarray, watch: TreeWatch, secs: float
-) -> tuple[TreeSample, TreeSample, list[SessionResult]]:
+    backends: Backends,
+    base_url: str,
+    count: int,
+    speech: np.ndarray,
+    watch: TreeWatch,
+    secs: float,
+) -> tuple[TreeSample, TreeSample, dict[str, int], list[SessionResult]]:
     """``count`` sessions connect and hear the greeting out; once all have (or failed), the
-    tree is measured for ``secs`` while they stay connected and silent."""
+    tree is measured for ``secs`` while they stay connected and silent, and so is the CPU
+    of everything else (``OtherCpu``)."""
     loop = asyncio.get_running_loop()
     release = asyncio.Event()
     arrived = [loop.create_future() for _ in range(count)]
@@ -353,12 +360,14 @@ async def silent_sessions(
     try:
         await asyncio.wait_for(asyncio.gather(*arrived), limit + REPLY_END_TIMEOUT_SECS)
         start = watch.sample()
+        others = OtherCpu(backends)
         await asyncio.sleep(secs)  # the measuring window itself
         end = watch.sample()
+        other_cpu = others.percent(watch.usage(start, end)["cpu_percent"])
     finally:
         release.set()
         await asyncio.gather(*tasks, return_exceptions=True)
-    return start, end, results
+    return start, end, other_cpu, results
 
 
 def idle_row(
@@ -369,8 +378,8 @@ def idle_row(
         start = watch.sample()
         time.sleep(idle_secs)  # the measuring window itself
         idle = watch.usage(start, watch.sample())
-        first, last, results = asyncio.run(
-            silent_sessions(agent.base_url, silent, speech, watch, silent_secs)
+        first, last, other_cpu, results = asyncio.run(
+            silent_sessions(backends, agent.base_url, silent, speech, watch, silent_secs)
         )
         quiet = watch.usage(first, last)
     connected = sum(r.greeting_ms is not None and not r.failures for r in results)
@@ -384,6 +393,7 @@ def idle_row(
         "silent_sessions": silent,
         "silent_connected": connected,
         "silent": quiet,
+        "silent_cpu_percent_of_one_core": other_cpu,  # everything but the agent, meanwhile
         "failure_reasons": dict(Counter(f for r in results for f in r.failures)),
         "agent_log": str(ARTIFACTS / f"agent-{env['AGENT_PORT']}.log"),
     }
@@ -457,6 +467,8 @@ def idle_table(row: dict[str, Any]) -> str:
         "RSS MB/session",
         "PSS MB/session",
         "processes",
+        "clients CPU%",
+        "others CPU%",
     )
     keys = (
         "cpu_percent",
@@ -468,9 +480,16 @@ def idle_table(row: dict[str, Any]) -> str:
         "processes",
     )
     silent = f"{row['silent_connected']}/{row['silent_sessions']}"
+    meanwhile = row.get("silent_cpu_percent_of_one_core", {})
     body = [
-        ("idle", "0", *(cell(row["idle"].get(key)) for key in keys)),
-        ("connected, silent", silent, *(cell(row["silent"].get(key)) for key in keys)),
+        ("idle", "0", *(cell(row["idle"].get(key)) for key in keys), "-", "-"),
+        (
+            "connected, silent",
+            silent,
+            *(cell(row["silent"].get(key)) for key in keys),
+            cell(meanwhile.get("bench_clients")),
+            cell(meanwhile.get("others")),
+        ),
     ]
     return markdown(head, body)
 
@@ -550,12 +569,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     numbers = lambda text: [int(n) for n in text.split(",") if n]  # noqa: E731
     parser.add_argument("--quick", action="store_true", help="one profile, 1,4,12 sessions")
     parser.add_argument(
+        "--idle-only", action="store_true", help="only the idle row: no sweep, no over-limit row"
+    )
+    parser.add_argument(
         "--profiles", type=words, help=f"of {','.join(PROFILES)} (default: instant,gpu)"
     )
     parser.add_argument("--sessions", type=numbers, help="default: 1,2,4,8,12,16")
     parser.add_argument("--turns", type=int, help="per session (default: 4 at 1 session … 1)")
     parser.add_argument(
         "--silent", type=int, default=SILENT_SESSIONS, help="silent sessions; 0: no idle row"
+    )
+    parser.add_argument(
+        "--silent-secs",
+        type=float,
+        dest="silent_window",
+        help=f"the silent row's measuring window in s (default {SILENT_SECS:g})",
     )
     parser.add_argument(
         "--over-limit",
@@ -575,12 +603,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         except ValueError:
             parser.error(f"--over-limit wants ASKED/MAX_SESSIONS, got {args.over_limit!r}")
         args.over_limit = (asked, limit)
+    if args.idle_only:
+        if args.silent <= 0:
+            parser.error("--idle-only needs --silent above 0")
+        args.over_limit = None
     profiles = args.profiles or list(SWEEP_PROFILES)
     args.profiles = profiles[:1] if args.quick and not args.profiles else profiles
-    args.sessions = args.sessions or list(QUICK_SESSIONS if args.quick else SWEEP_SESSIONS)
+    args.sessions = (
+        []
+        if args.idle_only
+        else args.sessions or list(QUICK_SESSIONS if args.quick else SWEEP_SESSIONS)
+    )
     args.idle_secs, args.silent_secs = (
         (QUICK_IDLE_SECS, QUICK_SILENT_SECS) if args.quick else (IDLE_SECS, SILENT_SECS)
     )
+    args.silent_secs = args.silent_window or args.silent_secs
     return args
 
 
@@ -684,7 +721,8 @@ def main(argv: list[str] | None = None) -> None:
                             f"idle: agent CPU {figures['idle']['cpu_percent']}%, RSS "
                             f"{figures['idle']['rss_mb_end']} MB; {args.silent} silent: CPU "
                             f"{quiet['cpu_percent_per_session']}% and RSS "
-                            f"{quiet['rss_mb_per_session']} MB a session",
+                            f"{quiet['rss_mb_per_session']} MB a session; meanwhile others "
+                            f"{figures['silent_cpu_percent_of_one_core']['others']}%",
                             flush=True,
                         )
                 if last and args.over_limit:

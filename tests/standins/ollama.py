@@ -17,7 +17,6 @@ import hashlib
 import json
 import random
 import re
-import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -25,6 +24,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
+
+from tests.standins.process import serve
 
 VERSION = "0.12.6-standin"
 GREETING = "Hello! I am your home voice assistant. How can I help you today?"
@@ -410,25 +411,12 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _serve(host: str, port: int, app: web.Application) -> None:
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    print(f"LISTENING http://{host}:{runner.addresses[0][1]}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await runner.cleanup()
-
-
 def main(argv: list[str] | None = None) -> None:
     options = vars(_parser().parse_args(argv))
     host, port = options.pop("host"), options.pop("port")
     options["installed"] = tuple(options["installed"])
     options["pullable"] = tuple(options["pullable"] or DEFAULT_PULLABLE)
-    asyncio.run(_serve(host, port, build_app(**options)))
+    asyncio.run(serve(build_app(**options), host, port))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Start a server module as a real subprocess and wait for its ``LISTENING <url>`` line.
 
 Every stand-in (and the agent) prints exactly one line ``LISTENING http://127.0.0.1:PORT``
-on stdout once it accepts connections. Use from a pytest fixture::
+on stdout once it accepts connections (the stand-ins with ``serve`` below). Use from a
+pytest fixture::
 
     with start_standin("tests.standins.speaches", "--port", "0", "--installed-all") as (_, url):
         yield url
@@ -9,9 +10,12 @@ on stdout once it accepts connections. Use from a pytest fixture::
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import logging
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -21,8 +25,32 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from aiohttp import web
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LISTENING = "LISTENING "
+
+
+async def serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    shutdown_secs: float = 1.0,
+    access_log: logging.Logger | None = None,
+) -> None:
+    """The stand-in's side: serve ``app``, print the LISTENING line, run until SIGINT/SIGTERM."""
+    runner = web.AppRunner(app, access_log=access_log, shutdown_timeout=shutdown_secs)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    print(f"{LISTENING}http://{host}:{runner.addresses[0][1]}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
 
 
 def _pump(stream: IO[str], lines: queue.Queue[str | None], tail: collections.deque[str]) -> None:

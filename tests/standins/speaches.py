@@ -23,7 +23,6 @@ import contextlib
 import contextvars
 import json
 import logging
-import signal
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, fields
@@ -34,6 +33,7 @@ import numpy as np
 from aiohttp import web
 
 from tests.standins import engines
+from tests.standins.process import serve as serve_app
 
 STT_MODEL = "Systran/faster-whisper-tiny.en"
 TTS_MODEL = "speaches-ai/piper-en_US-joe-medium"
@@ -497,18 +497,8 @@ async def serve(args: argparse.Namespace) -> None:
         if args.stt_fixed_text is None:
             loaders.append(engines.whisper)
         await asyncio.gather(*(loop.run_in_executor(None, load) for load in loaders))
-    runner = web.AppRunner(app, shutdown_timeout=2.0)
-    await runner.setup()
-    await web.TCPSite(runner, args.host, args.port).start()
-    port = runner.addresses[0][1]
-    print(f"LISTENING http://{args.host}:{port}", flush=True)
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    access_log = logging.getLogger("aiohttp.access")  # shown with --verbose
+    await serve_app(app, args.host, args.port, shutdown_secs=2.0, access_log=access_log)
 
 
 def main(argv: list[str] | None = None) -> None:
