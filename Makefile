@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help venv run test test-deps lint format lock bench clean docs
+.PHONY: help venv run test test-deps test-stack lint format lock bench clean docs
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -41,8 +41,16 @@ test-deps: ## Install what the tests need (Debian packages when root, locked Pyt
 	@if command -v npm >/dev/null; then cd tests/pipecat_client && \
 	  { [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --loglevel=error >/dev/null; }; fi
 
-test: test-deps ## Run the whole test suite (network-isolated to 127.0.0.1 when root)
-	scripts/isolated.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
+test: test-deps ## Run the whole test suite but the stack test (network-isolated to 127.0.0.1 when root)
+	scripts/isolated.sh $(BIN)/python -m pytest -m "not stack" $(PYTEST_ARGS)
+
+# The stack test's Debian packages: its own Docker engine, its networks, its base image.
+STACK_PACKAGES := docker.io iptables debootstrap
+
+test-stack: test-deps ## Run the appliance for real under a Docker engine of its own (root; ~4 min)
+	scripts/system-packages.sh $(STACK_PACKAGES)
+	$(BIN)/python -m tests.stack.images
+	scripts/isolated.sh $(BIN)/python -m pytest -m stack tests/test_stack.py $(PYTEST_ARGS)
 
 bench: test-deps ## Print latency, capacity, split-sentence and pause-set figures (~19 min; BENCH_ARGS=--quick ~5)
 	scripts/isolated.sh $(BIN)/python -m tests.bench.latency $(BENCH_ARGS)

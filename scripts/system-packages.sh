@@ -8,9 +8,10 @@
 #   util-linux      `unshare` for that namespace
 #   nodejs, npm     Pipecat's web client for its test (only when no npm is on PATH: any
 #                   Node.js 18 or newer will do)
+# Packages named as arguments are installed too (make test-stack names its own).
 set -euo pipefail
 
-packages=(chromium shellcheck nix-bin systemd iproute2 util-linux)
+packages=(chromium shellcheck nix-bin systemd iproute2 util-linux "$@")
 missing=()
 for package in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

@@ -84,3 +84,23 @@ print("built", type(worker).__name__)
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "built PipelineWorker" in result.stdout
+
+
+def test_an_installed_agent_has_every_package_of_the_source_tree() -> None:
+    """What pyproject.toml tells setuptools to install is every package under agent/. The
+    editable install used in development reads the source tree and would not show a
+    subpackage (agent.backends, once) missing from the image's install."""
+    import setuptools
+    from setuptools.config.pyprojecttoml import read_configuration
+
+    declared = read_configuration(REPO_ROOT / "pyproject.toml")["tool"]["setuptools"]["packages"]
+    if isinstance(declared, dict):  # [tool.setuptools.packages.find]
+        found = declared["find"]
+        installed = set(setuptools.find_packages(str(REPO_ROOT), include=found["include"]))
+    else:
+        installed = set(declared)
+    in_source = {
+        ".".join(init.parent.relative_to(REPO_ROOT).parts)
+        for init in (REPO_ROOT / "agent").rglob("__init__.py")
+    }
+    assert in_source <= installed, f"not installed: {sorted(in_source - installed)}"
