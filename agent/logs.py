@@ -45,7 +45,10 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # One write per line: the supervisor and its workers share one stderr, unbuffered in
+        # containers (PYTHONUNBUFFERED), where print()'s separate write of the newline let
+        # another process's line land in between.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
     _forward_loguru(debug=numeric_level <= logging.DEBUG, transcripts=transcripts)
