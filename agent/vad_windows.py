@@ -41,14 +41,17 @@ its smoothing), all exercised by those tests.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from collections import deque
+from importlib import resources
 from typing import NamedTuple
 
 import numpy as np
+import onnxruntime
 from pipecat.audio.utils import exp_smoothing
 from pipecat.audio.vad import silero
-from pipecat.audio.vad.vad_analyzer import VADState
+from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
 from pipecat.audio.volume import VOLUME_WINDOW_SECS
 
 NEAR_SILENCE = 8  # int16 amplitude (-72 dBFS): windows within it are near digital silence
@@ -67,6 +70,31 @@ def model_input(window: bytes) -> np.ndarray:
 def near_silence(window: bytes) -> bool:
     samples = np.frombuffer(window, np.int16)
     return bool(samples.max() <= NEAR_SILENCE and samples.min() >= -NEAR_SILENCE)
+
+
+@functools.cache
+def _silero_session() -> onnxruntime.InferenceSession:
+    """One ONNX Runtime session of Pipecat's Silero model for the whole process.
+
+    Pipecat loads the model anew for every analyzer: 30 ms of CPU on the event loop
+    each time a conversation starts, stalling every other conversation's audio. The
+    session itself holds no state between calls (the model's state is passed in and out)
+    and ONNX Runtime lets several threads run one session at once."""
+    options = onnxruntime.SessionOptions()
+    options.inter_op_num_threads = options.intra_op_num_threads = 1  # as Pipecat sets them
+    path = resources.files("pipecat.audio.vad.data").joinpath("silero_vad.onnx")
+    return onnxruntime.InferenceSession(
+        str(path), providers=["CPUExecutionProvider"], sess_options=options
+    )
+
+
+def silero_model() -> silero.SileroOnnxModel:
+    """Pipecat's Silero model with a state of its own, on the process's one session."""
+    model = silero.SileroOnnxModel.__new__(silero.SileroOnnxModel)
+    model.session = _silero_session()
+    model.sample_rates = [8000, 16000]
+    model.reset_states()
+    return model
 
 
 class DeferredSileroModel:
@@ -118,9 +146,12 @@ class WindowLevel(NamedTuple):
 
 
 class SileroVADByWindow(silero.SileroVADAnalyzer):
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._model = DeferredSileroModel(self._model)
+    def __init__(self, *, sample_rate: int | None = None, params: VADParams | None = None) -> None:
+        # What Pipecat's ``SileroVADAnalyzer.__init__`` sets, but for loading the model.
+        VADAnalyzer.__init__(self, sample_rate=sample_rate, params=params)
+        self._model = DeferredSileroModel(silero_model())
+        self._windows_since_reset = 0
+        self._low_confidence_windows = 0
         # The level of each window ``_run_analyzer`` is about to judge, in order.
         self._levels: deque[WindowLevel] = deque()
         self._zero_window = b""  # a window of digital silence, to compare with

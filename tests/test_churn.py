@@ -51,6 +51,7 @@ GRACE_SECS = 2.0  # short, so that the killed visitors' places come back within 
 RELEASE_SECS = SILENCE_CHECK_SECS + CLOSE_TIMEOUT_SECS
 HANG_UP_SECS = 2.0  # a visitor that hung up politely: its place is free within this
 RSS_GROWTH = 1.10
+FORKSERVER_LOST_TRACK = 255  # multiprocessing's exit code for "status unknown"
 STEADY_SECS = 2.5  # figures unchanged this long: two censuses (one a second) agreed
 
 
@@ -170,7 +171,9 @@ class Visitors:
         if record.outcome not in ("refused", "connected", "closed"):
             raise AssertionError(f"visit {number}: {record.outcome} {record.answer}")
         if record.abrupt and record.outcome == "connected":
-            assert child.exitcode == -signal.SIGKILL
+            # The forkserver that started it reports the signal, or 255 when it could not
+            # learn how its child ended (it reaps children itself; rare, under load).
+            assert child.exitcode in (-signal.SIGKILL, FORKSERVER_LOST_TRACK), child.exitcode
         return record
 
 

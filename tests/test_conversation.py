@@ -7,7 +7,7 @@ the path from the user aggregator on (context → LLM → TTS → WebRTC) is the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -26,6 +26,7 @@ from tests.helpers import (
     wait_until,
 )
 from tests.standins.ollama import reply_for
+from tests.standins.process import start_standin
 from tests.webrtc_client import VoiceClient, loopback_only
 
 pytestmark = pytest.mark.voice
@@ -42,6 +43,14 @@ class TypedSession:
     def type_text(self, text: str, **options: object) -> None:
         self.client.send_text(text, **options)
         self.typed.append(text)
+
+
+@pytest.fixture(scope="module")
+def speaches_url() -> Iterator[str]:
+    """Speaches speaking a tone as long as each reply: every turn is typed, and no test here
+    listens to what is said (synthesising a hundred replies would only cost time)."""
+    with start_standin("tests.standins.speaches", "--installed-all", "--tts-tone") as (_, url):
+        yield url
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")

@@ -48,6 +48,7 @@ from agent.opus_voice import (
 )
 from agent.peer import drop_unplayed_audio, new_connection, voice_track
 from agent.pipeline import build_worker
+from agent.services import build_services
 from agent.vad_windows import SileroVADByWindow
 from tests.audio import LOUD_RMS, pad_with_silence, synthesize, trim_silence
 from tests.webrtc_client import Microphone
@@ -269,6 +270,21 @@ def decode(packets: list) -> np.ndarray:
 
 def frame_levels(samples: np.ndarray) -> list[float]:
     return [rms(samples[i : i + FRAME]) for i in range(0, len(samples) - FRAME + 1, FRAME)]
+
+
+def test_a_conversations_backend_clients_share_the_trusted_certificates() -> None:
+    """Loading the system's certificates takes 25 ms of CPU; a conversation that starts must
+    not make each of its three backend clients do it on the event loop."""
+
+    def tls_context(service) -> object:
+        return service._client._client._transport._pool._ssl_context
+
+    contexts = {
+        id(tls_context(service))
+        for _ in range(2)
+        for service, _part, _backend in build_services(load_settings({}), RATE).parts()
+    }
+    assert len(contexts) == 1
 
 
 async def test_silence_is_sent_without_encoding() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -12,9 +13,10 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import AgentProcess, agent_env, chat_requests, run_agent
+from tests.helpers import LLM_MODEL, AgentProcess, agent_env, chat_requests, run_agent
 from tests.helpers import active_sessions as sync_active_sessions
 from tests.helpers import wait_for_active as sync_wait_for_active
+from tests.standins.process import start_standin
 from tests.webrtc_client import VoiceClient, loopback_only
 
 pytestmark = pytest.mark.voice
@@ -54,6 +56,21 @@ def seen_pc_ids() -> set[str]:
     return set()
 
 
+@pytest.fixture(scope="module")
+def brief_ollama() -> Iterator[str]:
+    """An Ollama whose greeting is two words: a hundred greetings, many heard to the end."""
+    with start_standin(
+        "tests.standins.ollama", "--installed", LLM_MODEL, "--reply", "Hello there."
+    ) as (_, url):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def brief_agent(speaches_url: str, brief_ollama: str) -> Iterator[AgentProcess]:
+    with run_agent(agent_env(speaches_url, brief_ollama)) as running:
+        yield running
+
+
 @PROPERTY
 @given(
     data_channel=st.booleans(),
@@ -62,16 +79,16 @@ def seen_pc_ids() -> set[str]:
     linger=st.floats(0, 0.3),
 )
 async def test_any_valid_offer_gets_a_session_a_greeting_and_is_released(
-    agent: AgentProcess,
-    ollama_url: str,
+    brief_agent: AgentProcess,
+    brief_ollama: str,
     seen_pc_ids: set[str],
     data_channel: bool,
     video: str | None,
     hang_up: str,
     linger: float,
 ) -> None:
-    requests_before = len(await chat_log(ollama_url))
-    client = VoiceClient(agent.base_url, data_channel=data_channel, video=video)
+    requests_before = len(await chat_log(brief_ollama))
+    client = VoiceClient(brief_agent.base_url, data_channel=data_channel, video=video)
     connected_at = time.time()
     try:
         answer = await client.connect()
@@ -79,7 +96,7 @@ async def test_any_valid_offer_gets_a_session_a_greeting_and_is_released(
         assert "m=audio" in answer["sdp"]
         assert answer["pc_id"] not in seen_pc_ids
         seen_pc_ids.add(answer["pc_id"])
-        assert await active_sessions(agent.base_url) == 1
+        assert await active_sessions(brief_agent.base_url) == 1
         await client.wait_connected()
         if hang_up != "at-once":
             await client.wait_for_sound(after=connected_at, timeout=30)  # the greeting
@@ -90,9 +107,9 @@ async def test_any_valid_offer_gets_a_session_a_greeting_and_is_released(
             client.channel.close()
     finally:
         await client.close()
-    await wait_for_active(agent.base_url, 0)
+    await wait_for_active(brief_agent.base_url, 0)
     if hang_up != "at-once":
-        greeting_requests = (await chat_log(ollama_url))[requests_before:]
+        greeting_requests = (await chat_log(brief_ollama))[requests_before:]
         assert len(greeting_requests) == 1
         roles = [message["role"] for message in greeting_requests[0]["messages"]]
         assert roles == ["system"], "a new session must start from an empty conversation"

@@ -173,6 +173,29 @@ async def test_the_model_is_where_pipecats_is_whenever_it_runs() -> None:
     await ours.cleanup()
 
 
+async def test_conversations_at_once_share_the_model_but_not_its_state() -> None:
+    """Every analyzer in a process runs on one loaded model (loading it took 30 ms of the
+    event loop for each conversation that started). Fed different audio at the same time,
+    each in its own thread, each still decides exactly as a Pipecat analyzer of its own."""
+    scenes = [scene(0.5, [(0, 0, 1.0), (4, -6, 0.8)]), scene(1.0, [(1, -3, 1.5)], -60.0, seed=3)]
+    ours = [analyzer(SileroVADByWindow) for _ in scenes]
+    assert ours[0]._model.model.session is ours[1]._model.model.session
+
+    async def feed(vad: SileroVADAnalyzer, audio: bytes) -> list[VADState]:
+        return [
+            await vad.analyze_audio(audio[start : start + FRAME_BYTES])
+            for start in range(0, len(audio), FRAME_BYTES)
+        ]
+
+    heard = await asyncio.gather(
+        *(feed(vad, audio) for vad, audio in zip(ours, scenes, strict=True))
+    )
+    for vad, audio, states in zip(ours, scenes, heard, strict=True):
+        await vad.cleanup()
+        assert states == await feed(analyzer(SileroVADAnalyzer), audio)
+        assert speech_spans(states), "no speech was heard: the comparison compared nothing"
+
+
 # --- what it saves ------------------------------------------------------------------------------
 
 

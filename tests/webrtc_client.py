@@ -162,16 +162,13 @@ class VoiceClient:
         self.messages: list[dict[str, Any]] = []
         self.counts: Counter[str] = Counter()  # RTVI messages received, by type
         self.pc_id: str | None = None
-        self.refusals: list[dict[str, Any]] = []  # the agent's "try again later" answers
         self._new_message = asyncio.Condition()
         self._new_audio = asyncio.Condition()
         self._state_changed = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def connect(self, refused_patience_secs: float = 0) -> dict[str, Any]:
-        """Offer, get the answer, and start recording; returns the answer. Turned away for
-        now (503: full, busy or starting), it tries again each second (or after the
-        Retry-After given), as a person would, for up to ``refused_patience_secs``."""
+    async def connect(self) -> dict[str, Any]:
+        """Offer, get the answer, and start recording; returns the answer."""
         self.pc.addTransceiver(self.microphone, direction="sendrecv")
         if self._video:
             self.pc.addTransceiver("video", direction=self._video)
@@ -200,13 +197,8 @@ class VoiceClient:
 
         await self.pc.setLocalDescription(await self.pc.createOffer())
         offer = {"sdp": self.pc.localDescription.sdp, "type": "offer"}
-        give_up_at = time.monotonic() + refused_patience_secs
         async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as http:
             response = await http.post("/api/offer", json=offer)
-            while response.status_code == 503 and time.monotonic() < give_up_at:
-                self.refusals.append(response.json())
-                await asyncio.sleep(float(response.headers.get("Retry-After", 1)))
-                response = await http.post("/api/offer", json=offer)
         response.raise_for_status()
         answer = response.json()
         self.pc_id = answer["pc_id"]

@@ -9,7 +9,8 @@ It prints one line ``LISTENING http://127.0.0.1:PORT`` once it accepts connectio
 Real engines are the default. For benchmarks that imitate a backend's speed without paying
 for the engines, ``--stt-fixed-text TEXT`` answers every transcription with TEXT (no
 Whisper) after ``--stt-delay-ms``, and ``--tts-cache`` synthesises each distinct request
-once and replays its PCM afterwards, first bytes after ``--tts-delay-ms``.
+once and replays its PCM afterwards, first bytes after ``--tts-delay-ms``. For tests about
+what happens around speech, ``--tts-tone`` speaks a tone as long as Piper would take.
 
 Status codes and error bodies follow Speaches v0.8.3's routers (``{"detail": ...}``);
 places where the stand-in differs on purpose are marked "stand-in:".
@@ -140,6 +141,9 @@ class Options:
     tts_delay_ms: float | None = None
     stt_fixed_text: str | None = None
     tts_cache: bool = False
+    # Speech as a tone as long as Piper would take to say the text: for tests about what
+    # happens around speech, where synthesising every reply would only cost time.
+    tts_tone: bool = False
     fail_speech_after_bytes: int | None = None
     # As the real one on a CPU: a transcription starts only when the one before has ended.
     stt_serial: bool = False
@@ -159,6 +163,7 @@ class SpeachesStandin:
         self.speech_cache: dict[tuple[str, float, int | None], list[bytes]] | None = (
             {} if options.tts_cache else None
         )
+        self.tts_tone = options.tts_tone
         self.fail_after = options.fail_speech_after_bytes
         self.offline = options.offline
         self.requests: list[dict[str, Any]] = []
@@ -335,6 +340,9 @@ class SpeachesStandin:
 
     async def _speech_pcm(self, text: str, speed: float, rate: int | None) -> AsyncIterator[bytes]:
         """Piper's PCM as it is made, or, with the cache, a finished synthesis replayed."""
+        if self.tts_tone:
+            yield tone_pcm(text, speed, rate or TONE_RATE)
+            return
         if self.speech_cache is None:
             async for chunk in sentences_pcm(text, speed, rate):
                 yield chunk
@@ -373,6 +381,16 @@ async def hub_unreachable(request: web.Request) -> web.StreamResponse:
 
 async def single(data: bytes) -> AsyncIterator[bytes]:
     yield data
+
+
+TONE_RATE = 22_050  # the Piper voice's own rate
+TONE_SECS_PER_CHAR = 0.055  # the Piper voice at speed 1: the greeting's 65 in 3.6 s
+
+
+def tone_pcm(text: str, speed: float, rate: int) -> bytes:
+    """s16le PCM of a 220 Hz tone, at a voice's level, for as long as Piper says ``text``."""
+    samples = np.arange(round(len(text) * TONE_SECS_PER_CHAR / speed * rate))
+    return (np.sin(2 * np.pi * 220 * samples / rate) * 8000).astype("<i2").tobytes()
 
 
 async def sentences_pcm(text: str, speed: float, rate: int | None) -> AsyncIterator[bytes]:
@@ -468,6 +486,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tts-cache",
         action="store_true",
         help="synthesise each distinct (input, speed, sample_rate) once, then replay its PCM",
+    )
+    parser.add_argument(
+        "--tts-tone", action="store_true", help="speak a tone as long as the text, not Piper"
     )
     parser.add_argument("--fail-speech-after-bytes", type=int)
     parser.add_argument(
