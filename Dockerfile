@@ -20,6 +20,19 @@ RUN /opt/voice-agent/bin/pip install --require-hashes --no-deps -r /tmp/requirem
 # The agent itself (its dependencies are already installed above).
 COPY . /src
 RUN /opt/voice-agent/bin/pip install --no-deps /src
+# What the agent never loads stays out of the image (about 80 MB): pip and setuptools
+# (nothing is installed at run time), ONNX Runtime's C library for other languages (its
+# Python binding carries its own copy) and its model tools, and the packages' own tests.
+# The stack test (tests/test_stack.py) holds a spoken conversation on this image.
+WORKDIR /opt/voice-agent
+RUN rm -rf bin/pip* lib/python3*/site-packages/pip lib/python3*/site-packages/pip-* \
+       lib/python3*/site-packages/setuptools lib/python3*/site-packages/setuptools-* \
+       lib/python3*/site-packages/_distutils_hack lib/python3*/site-packages/distutils-precedence.pth \
+       lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* \
+       lib/python3*/site-packages/onnxruntime/transformers \
+       lib/python3*/site-packages/onnxruntime/quantization \
+       lib/python3*/site-packages/onnxruntime/tools \
+    && find lib -depth -type d -name tests -path '*/site-packages/*' -exec rm -r {} +
 
 FROM ${PYTHON_IMAGE}
 ARG VERSION=0.1.0

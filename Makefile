@@ -41,14 +41,13 @@ test-deps: ## Install what the tests need (Debian packages when root, locked Pyt
 	@if command -v npm >/dev/null; then cd tests/pipecat_client && \
 	  { [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --loglevel=error >/dev/null; }; fi
 
-test: test-deps ## Run the whole test suite but the stack test (network-isolated to 127.0.0.1 when root)
-	scripts/isolated.sh $(BIN)/python -m pytest -m "not stack" $(PYTEST_ARGS)
+# The stack test's images are built first: building needs the package registries, the
+# tests run network-isolated (to 127.0.0.1 and their own namespaces, when root).
+test: test-deps ## Run the whole test suite, the appliance under a Docker engine of its own included
+	$(BIN)/python -m tests.stack.images
+	scripts/isolated.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The stack test's Debian packages: its own Docker engine, its networks, its base image.
-STACK_PACKAGES := docker.io iptables debootstrap
-
-test-stack: test-deps ## Run the appliance for real under a Docker engine of its own (root; ~4 min)
-	scripts/system-packages.sh $(STACK_PACKAGES)
+test-stack: test-deps ## Run only the stack test: the appliance for real (root; ~4 min)
 	$(BIN)/python -m tests.stack.images
 	scripts/isolated.sh $(BIN)/python -m pytest -m stack tests/test_stack.py $(PYTEST_ARGS)
 

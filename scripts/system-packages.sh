@@ -8,10 +8,13 @@
 #   util-linux      `unshare` for that namespace
 #   nodejs, npm     Pipecat's web client for its test (only when no npm is on PATH: any
 #                   Node.js 18 or newer will do)
-# Packages named as arguments are installed too (make test-stack names its own).
+#   docker.io       the stack test's own Docker engine (the appliance run for real)
+#   iptables        that engine's networks
+#   debootstrap     the Debian base image it builds (no image registry is needed)
+# Packages named as arguments are installed too.
 set -euo pipefail
 
-packages=(chromium shellcheck nix-bin systemd iproute2 util-linux "$@")
+packages=(chromium shellcheck nix-bin systemd iproute2 util-linux docker.io iptables debootstrap "$@")
 missing=()
 for package in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

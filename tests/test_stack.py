@@ -153,7 +153,7 @@ def stack(
         if stale := images.stale(engine, plan):
             pytest.fail(
                 f"images missing or out of date: {stale}. Build them with network access first: "
-                "`python -m tests.stack.images` (make test-stack does)"
+                "`python -m tests.stack.images` (make test does)"
             )
         engine.remove_everything_but_images()
         copy = copy_checkout(tmp_path_factory.mktemp("stack") / "voice-agent")
