@@ -17,13 +17,23 @@ log = structlog.get_logger("http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# Retry-After of a refusal that says "try again in a moment", and "in a minute".
+RETRY_SOON_SECS = 5
+RETRY_LATER_SECS = 60
+
 
 class BadRequest(Exception):
     """The request body is not what the route takes; the message says what is wrong."""
 
 
-def json_error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": message, "code": code}, status=status)
+def json_error(
+    status: int, code: str, message: str, retry_after_secs: int | None = None
+) -> web.Response:
+    """An error in words; a refusal for now says when to try again (``Retry-After``)."""
+    response = web.json_response({"error": message, "code": code}, status=status)
+    if retry_after_secs is not None:
+        response.headers["Retry-After"] = str(retry_after_secs)
+    return response
 
 
 def unknown_session() -> web.Response:

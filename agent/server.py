@@ -26,6 +26,8 @@ from agent import access, metrics
 from agent.backends import Backends
 from agent.config import Settings
 from agent.http_json import (
+    RETRY_LATER_SECS,
+    RETRY_SOON_SECS,
     BadRequest,
     errors_as_json,
     field,
@@ -138,6 +140,7 @@ async def post_offer(request: web.Request) -> web.Response:
             503,
             "unavailable",
             f"The assistant is not ready yet: {backends.reason()}. Try again in a moment.",
+            RETRY_SOON_SECS,
         )
     limit = request.app[NEW_SESSIONS]
     client = client_address(request.remote)
@@ -160,7 +163,10 @@ def _refused(workers: WorkerPool, refusal: Exception) -> web.Response:
         n = workers.limit
         others = "another conversation" if n == 1 else f"{n} other conversations"
         return json_error(
-            503, "full", f"The assistant is busy with {others}; try again in a moment."
+            503,
+            "full",
+            f"The assistant is busy with {others}; try again in a moment.",
+            RETRY_SOON_SECS,
         )
     if isinstance(refusal, AllBusy):
         metrics.session_refused("busy")
@@ -169,24 +175,27 @@ def _refused(workers: WorkerPool, refusal: Exception) -> web.Response:
             "busy",
             "The assistant is too busy to take another conversation without slowing down the "
             "ones it has; try again in a minute.",
+            RETRY_LATER_SECS,
         )
     metrics.session_refused("unavailable")
     return json_error(
-        503, "unavailable", "The assistant is still starting up; try again in a moment."
+        503,
+        "unavailable",
+        "The assistant is still starting up; try again in a moment.",
+        RETRY_SOON_SECS,
     )
 
 
 def _too_many(per_minute: int, wait_secs: float) -> web.Response:
     metrics.session_refused("rate")
     seconds = max(1, math.ceil(wait_secs))
-    response = json_error(
+    return json_error(
         429,
         "rate",
         f"This device has started {per_minute} conversations in the last minute, the most "
         f"it may; try again in {seconds} seconds.",
+        seconds,
     )
-    response.headers["Retry-After"] = str(seconds)
-    return response
 
 
 async def _to_owner(

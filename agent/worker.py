@@ -28,6 +28,7 @@ from aiohttp import web
 from agent import census, metrics
 from agent.config import Settings
 from agent.http_json import (
+    RETRY_SOON_SECS,
     BadRequest,
     errors_as_json,
     json_error,
@@ -83,7 +84,9 @@ async def offer(request: web.Request) -> web.Response:
             body["sdp"], body["type"], pc_id=body.get("pc_id"), restart_pc=body["restart_pc"]
         )
     except SessionsFull:  # the supervisor counts first; this is only a safety net
-        return json_error(503, "full", "The assistant is busy; try again in a moment.")
+        return json_error(
+            503, "full", "The assistant is busy; try again in a moment.", RETRY_SOON_SECS
+        )
     except UnknownSession:
         return unknown_session()
     except InvalidOffer as error:

@@ -34,7 +34,15 @@ from agent.census import POOL_THREADS_MAX
 from agent.config import load_settings
 from agent.services import build_services
 from agent.sessions import CLOSE_TIMEOUT_SECS, SILENCE_CHECK_SECS
-from tests.helpers import LLM_MODEL, AgentProcess, agent_env, run_agent, wait_until
+from tests.helpers import (
+    LLM_MODEL,
+    TRUSTED,
+    AgentProcess,
+    active_sessions,
+    agent_env,
+    run_agent,
+    wait_until,
+)
 from tests.standins.process import start_standin
 from tests.webrtc_client import VoiceClient, loopback_only
 
@@ -108,9 +116,12 @@ class Visitors:
     def __init__(self, base_url: str) -> None:
         self._base_url = base_url
         self._context = multiprocessing.get_context("forkserver")
-        # The children start from a process that has imported the client already: a
-        # fork of it costs milliseconds, a fresh interpreter most of a second.
-        self._context.set_forkserver_preload(["tests.test_churn"])
+        # The children start from a process that has imported the client already, and
+        # what httpx imports only when it first connects: a fork of it costs
+        # milliseconds, a fresh interpreter most of a second.
+        self._context.set_forkserver_preload(
+            ["tests.test_churn", "httpcore", "anyio._backends._asyncio"]
+        )
         self.visits: list[Visit] = []
         self._lock = threading.Lock()
 
@@ -190,7 +201,7 @@ def _receive(pipe: Connection, timeout: float) -> tuple[str, Any]:
 
 
 def health(agent: AgentProcess) -> dict[str, Any]:
-    return httpx.get(f"{agent.base_url}/health", timeout=10).json()
+    return httpx.get(f"{agent.base_url}/health", timeout=10, verify=TRUSTED).json()
 
 
 def from_proc(pid: int) -> dict[str, float]:
@@ -410,7 +421,7 @@ async def _exactly_max_sessions_fit(base_url: str) -> None:
         await asyncio.gather(*(client.close() for client in clients))
     await asyncio.to_thread(
         wait_until,
-        lambda: httpx.get(f"{base_url}/health", timeout=10).json()["sessions"]["active"] == 0,
+        lambda: active_sessions(base_url) == 0,
         HANG_UP_SECS + 5,
         "the last visitors' places to be free",
     )

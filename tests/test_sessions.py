@@ -13,6 +13,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.http_json import RETRY_SOON_SECS
 from tests.helpers import LLM_MODEL, AgentProcess, agent_env, chat_requests, run_agent
 from tests.helpers import active_sessions as sync_active_sessions
 from tests.helpers import wait_for_active as sync_wait_for_active
@@ -167,6 +168,7 @@ async def test_a_full_house_is_told_in_words_and_frees_up(speaches_url: str, oll
         assert response.status_code == 503
         assert response.json()["code"] == "full"
         assert "busy with 2 other conversations" in response.json()["error"]
+        assert response.headers["Retry-After"] == str(RETRY_SOON_SECS)  # "in a moment"
         for client in clients:
             await client.close()
         await wait_for_active(agent.base_url, 0)

@@ -16,8 +16,10 @@ import httpx
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
+from agent.http_json import RETRY_LATER_SECS
 from tests.helpers import (
     REPO_ROOT,
+    TRUSTED,
     AgentProcess,
     agent_env,
     run_agent,
@@ -39,7 +41,7 @@ def _loopback() -> None:
 
 
 def health(agent: AgentProcess) -> dict:
-    return httpx.get(f"{agent.base_url}/health", timeout=5).json()
+    return httpx.get(f"{agent.base_url}/health", timeout=5, verify=TRUSTED).json()
 
 
 def worker_of(agent: AgentProcess, pc_id: str) -> int:
@@ -242,6 +244,7 @@ async def test_when_every_worker_runs_late_new_conversations_are_told_busy(
             response = await http.post(f"{agent.base_url}/api/offer", json=offer)
         assert response.status_code == 503, response.text
         assert response.json()["code"] == "busy"
+        assert response.headers["Retry-After"] == str(RETRY_LATER_SECS)  # "in a minute"
         assert "too busy" in response.json()["error"]
         assert sync_active_sessions(agent.base_url) == 0
 
