@@ -32,10 +32,14 @@ model runs. tests/test_vad_skip.py checks frame by frame that the states are Pip
 on speech at many levels in silence and noise, and counts replayed windows that scored
 0.1 or more (``DeferredSileroModel.loud_replays``).
 
+All analyzers in a process run on one loaded model (``silero_model()``), each with its own
+recurrent state: loading it for every conversation stalled the worker's event loop.
+
 This relies on private parts of the pinned Pipecat (``_vad_buffer``,
 ``_vad_frames_num_bytes``, ``_vad_state``, ``_run_analyzer``, ``_get_smoothed_volume``,
 ``_maybe_reset_model``, ``_low_confidence_windows``, ``_model``, the volume tracker and
-its smoothing), all exercised by those tests.
+its smoothing, and what ``SileroOnnxModel`` and ``SileroVADAnalyzer`` set up), all
+exercised by those tests.
 """
 
 from __future__ import annotations

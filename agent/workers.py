@@ -35,6 +35,8 @@ STOP_TIMEOUT_SECS = 10.0  # after SIGTERM, before SIGKILL
 RESTART_DELAYS_SECS = (0.0, 1.0, 2.0, 5.0, 10.0)  # for a worker that keeps dying at start
 STABLE_SECS = 30.0  # a worker that ran this long starts again at once when it dies
 IDLE_CONNECTIONS = 1  # to each worker, kept open for the next request
+# A worker reports a conversation it started on its event feed, at the moment it answers.
+REPORTED_WITHIN_SECS = 2.0
 
 
 class SessionsFull(Exception):
@@ -98,6 +100,8 @@ class WorkerPool:
             for index in range(1, settings.workers + 1)
         ]
         self._owner: dict[str, Worker] = {}  # every pc_id a worker answers to, former ones too
+        # Conversations answered whose worker has not reported them yet.
+        self._unreported: dict[str, tuple[Worker, asyncio.Event]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -153,9 +157,35 @@ class WorkerPool:
         worker = min(calm, key=lambda w: (w.load, w.index))
         worker.starting += 1
         try:
-            return await self._forward(worker, "/offer", body)
+            response = await self._forward(worker, "/offer", body)
+            if response.status_code == 200:
+                await self._until_reported(worker, response.json()["pc_id"])
+            return response
         finally:
             worker.starting -= 1
+
+    async def _until_reported(self, worker: Worker, pc_id: str) -> None:
+        """Keep a new conversation counted as being set up until its worker reports it.
+
+        The report comes on the worker's event feed, which may lag the answer by a moment:
+        counted by neither, the conversation would be missing from the count, and a full
+        house would let one more in."""
+        if pc_id in worker.sessions:
+            return
+        reported = asyncio.Event()
+        self._unreported[pc_id] = (worker, reported)
+        try:
+            await asyncio.wait_for(reported.wait(), REPORTED_WITHIN_SECS)
+        except TimeoutError:
+            log.warning("worker did not report a conversation", worker=worker.index, session=pc_id)
+        finally:
+            del self._unreported[pc_id]
+
+    def _reported(self, worker: Worker, pc_ids: Any) -> None:
+        for pc_id in pc_ids:
+            waiting = self._unreported.get(pc_id)
+            if waiting and waiting[0] is worker:
+                waiting[1].set()
 
     async def for_session(self, pc_id: str, path: str, body: dict[str, Any]) -> httpx.Response:
         """Forward a request about an existing conversation to the worker that has it."""
@@ -228,6 +258,7 @@ class WorkerPool:
         worker.lag_ms = 0.0
         worker.census = {}
         self._disown(worker)
+        self._reported(worker, list(self._unreported))
         return lost
 
     def _disown(self, worker: Worker) -> None:
@@ -257,10 +288,12 @@ class WorkerPool:
             for pc_id, formers in event["sessions"].items():
                 for known in (pc_id, *formers):
                     self._owner[known] = worker
+            self._reported(worker, list(self._unreported))  # in it, or over
             worker.ready = True
         elif kind == "started":
             worker.sessions.add(event["pc_id"])
             self._owner[event["pc_id"]] = worker
+            self._reported(worker, [event["pc_id"]])
         elif kind == "rekeyed":
             worker.sessions.discard(event["former"])
             worker.sessions.add(event["pc_id"])
@@ -269,6 +302,7 @@ class WorkerPool:
             for pc_id in event["pc_ids"]:
                 worker.sessions.discard(pc_id)
                 self._owner.pop(pc_id, None)
+            self._reported(worker, event["pc_ids"])
         elif kind == "load":
             worker.lag_ms = event["lag_ms"]
             worker.cpu_secs = event["cpu_secs"]

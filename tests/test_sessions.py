@@ -88,6 +88,9 @@ async def test_any_valid_offer_gets_a_session_a_greeting_and_is_released(
     hang_up: str,
     linger: float,
 ) -> None:
+    # From a clean slate even after an example that failed (its session ends a moment
+    # after its client closed), so Hypothesis shrinks the failure it found, not its wake.
+    await wait_for_active(brief_agent.base_url, 0)
     requests_before = len(await chat_log(brief_ollama))
     client = VoiceClient(brief_agent.base_url, data_channel=data_channel, video=video)
     connected_at = time.time()
