@@ -1,7 +1,6 @@
 """Command line: ``voice-agent COMMAND`` or ``python -m agent COMMAND``.
 
-Commands: serve (the default), check, healthcheck, pull-models, config; and worker, which
-serve starts itself.
+Commands: serve (the default), check, healthcheck, pull-models, config.
 """
 
 from __future__ import annotations
@@ -26,28 +25,28 @@ from agent.logs import configure_logging
 from agent.tls import ensure_certificate, fingerprint, server_context
 
 
-def serve(settings: Settings, environ: dict[str, str]) -> int:
+def serve(settings: Settings) -> int:
     """The supervisor: the web server, and the worker processes that hold conversations."""
     runtime_dir = Path(tempfile.mkdtemp(prefix="voice-agent-"))  # private: mode 0700
     try:
         # Every process's metrics go here and /metrics sums them; prometheus_client reads
-        # this when it is first imported, so it is set before anything imports it.
+        # this when it is first imported, so it is set before anything imports it (the
+        # workers inherit it).
         metrics_dir = runtime_dir / "metrics"
         metrics_dir.mkdir()
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-        worker_environ = {**environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
-        asyncio.run(_serve(settings, worker_environ, runtime_dir))  # SIGINT, SIGTERM end it
+        asyncio.run(_serve(settings, runtime_dir))  # SIGINT, SIGTERM end it
     finally:
         shutil.rmtree(runtime_dir, ignore_errors=True)
     return 0
 
 
-async def _serve(settings: Settings, environ: dict[str, str], runtime_dir: Path) -> None:
+async def _serve(settings: Settings, runtime_dir: Path) -> None:
     from agent.server import create_app
     from agent.workers import WorkerPool
 
     log = structlog.get_logger("agent")
-    app = create_app(settings, WorkerPool(settings, environ, runtime_dir))
+    app = create_app(settings, WorkerPool(settings, runtime_dir))
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
     await runner.setup()
     if settings.https:
@@ -135,12 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         nargs="?",
         default="serve",
-        choices=["serve", "check", "healthcheck", "pull-models", "config", "worker"],
+        choices=["serve", "check", "healthcheck", "pull-models", "config"],
         help="serve (default): run the agent; check: validate the settings and exit; "
         "healthcheck: exit 0 if the running agent is healthy; pull-models: download the "
         "configured models into Ollama and Speaches, with progress (make models); "
-        "config: print or write the settings documentation (make docs); "
-        "worker: one worker process (serve starts them)",
+        "config: print or write the settings documentation (make docs)",
     )
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--env-example", action="store_true", help="config: print .env.example")
@@ -152,8 +150,6 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="config: rewrite .env.example and the README tables in this directory",
     )
-    parser.add_argument("--index", type=int, default=1, help=argparse.SUPPRESS)  # worker
-    parser.add_argument("--socket", help=argparse.SUPPRESS)  # worker
     parser.add_argument(
         "--env-file",
         metavar="PATH",
@@ -187,12 +183,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "healthcheck":
         return healthcheck(settings)
-    if args.command == "worker":
-        if not args.socket:
-            parser.error("worker needs --socket (serve starts workers itself)")
-        from agent.worker import run_worker  # imports Pipecat: only in a worker
-
-        return run_worker(settings, args.index, args.socket)
     if args.command == "pull-models":
         from agent.pull import pull_models  # imports Pipecat: only when needed
 
@@ -201,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:  # before pull_models has its own handler in place
             return 130
     try:
-        return serve(settings, environ)
+        return serve(settings)
     except OSError as error:  # e.g. the port is taken
         structlog.get_logger("agent").error("cannot start", error=str(error))
         return 1

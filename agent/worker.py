@@ -1,11 +1,10 @@
 """A worker process: its own conversations' pipelines and WebRTC stack, behind a Unix socket.
 
-The supervisor (``agent.workers``) starts it as ``voice-agent worker --index N --socket
-PATH``, hands it requests it has already checked, and reads its events: a snapshot of
-its sessions when it connects, then every session started, renamed (ICE restart) or
-ended, and its load every second, with a census of what it holds (``agent.census``).
-A worker stops on SIGTERM, or when the supervisor's end of its stdin closes (the
-supervisor died), so no worker outlives it.
+The supervisor (``agent.workers``) forks it (``agent.worker_processes``), hands it
+requests it has already checked, and reads its events: a snapshot of its sessions when it
+connects, then every session started, renamed (ICE restart) or ended, and its load every
+second, with a census of what it holds (``agent.census``). A worker stops on SIGTERM, or
+when the supervisor is gone (it died), so no worker outlives it.
 """
 
 from __future__ import annotations
@@ -16,9 +15,9 @@ import ctypes
 import ctypes.util
 import gc
 import json
+import multiprocessing
 import os
 import signal
-import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -232,8 +231,13 @@ async def _serve(settings: Settings, index: int, socket_path: str) -> None:
 
 
 async def _supervisor_gone() -> None:
-    """Return when stdin, a pipe the supervisor holds open, reaches its end."""
-    reader = asyncio.StreamReader()
+    """Return when the supervisor is gone: the pipe from it that multiprocessing keeps
+    open for as long as the supervisor lives reaches its end."""
+    sentinel = multiprocessing.parent_process().sentinel
     loop = asyncio.get_running_loop()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    await reader.read()
+    gone = loop.create_future()
+    loop.add_reader(sentinel, lambda: gone.done() or gone.set_result(None))
+    try:
+        await gone
+    finally:
+        loop.remove_reader(sentinel)

@@ -13,17 +13,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
 import httpx
 import structlog
 
-from agent import metrics
+from agent import metrics, worker_processes
 from agent.config import Settings
 
 log = structlog.get_logger("workers")
@@ -64,7 +64,7 @@ class Worker:
     index: int
     socket: Path
     client: httpx.AsyncClient
-    process: asyncio.subprocess.Process | None = None
+    process: BaseProcess | None = None
     ready: bool = False  # its event feed is connected and current
     sessions: set[str] = field(default_factory=set)  # current pc_ids
     starting: int = 0  # offers it is answering
@@ -92,9 +92,8 @@ class Worker:
 
 
 class WorkerPool:
-    def __init__(self, settings: Settings, environ: dict[str, str], runtime_dir: Path) -> None:
+    def __init__(self, settings: Settings, runtime_dir: Path) -> None:
         self._settings = settings
-        self._environ = environ
         self._workers = [
             self._new_worker(index, runtime_dir / f"worker-{index}.sock")
             for index in range(1, settings.workers + 1)
@@ -226,15 +225,12 @@ class WorkerPool:
     async def _run_once(self, worker: Worker) -> None:
         worker.socket.unlink(missing_ok=True)
         worker.started = time.monotonic()
-        worker.process = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "agent", "worker"),
-            *("--index", str(worker.index), "--socket", str(worker.socket)),
-            env=self._environ,
-            stdin=asyncio.subprocess.PIPE,  # closes when this process dies: the worker stops
+        worker.process = await asyncio.to_thread(
+            worker_processes.start, self._settings, worker.index, worker.socket
         )
         feed = asyncio.create_task(self._follow(worker))
         try:
-            code = await worker.process.wait()
+            code = await worker_processes.exited(worker.process)
         finally:
             feed.cancel()
             await asyncio.gather(feed, return_exceptions=True)
@@ -311,12 +307,12 @@ class WorkerPool:
 
     async def _stop_process(self, worker: Worker) -> None:
         process = worker.process
-        if process is None or process.returncode is not None:
+        if process is None or process.exitcode is not None:
             return
         process.terminate()
         try:
-            await asyncio.wait_for(process.wait(), STOP_TIMEOUT_SECS)
+            await asyncio.wait_for(worker_processes.exited(process), STOP_TIMEOUT_SECS)
         except TimeoutError:
             log.warning("worker did not stop in time; killing it", worker=worker.index)
             process.kill()
-            await process.wait()
+            await worker_processes.exited(process)

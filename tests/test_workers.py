@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import httpx
@@ -17,14 +15,13 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from agent.http_json import RETRY_LATER_SECS
+from tests.bench.latency import process_tree, read_stat
 from tests.helpers import (
-    REPO_ROOT,
     TRUSTED,
     AgentProcess,
     agent_env,
     run_agent,
     wait_until,
-    without_agent_settings,
 )
 from tests.helpers import active_sessions as sync_active_sessions
 from tests.helpers import wait_for_active as sync_wait_for_active
@@ -249,19 +246,22 @@ async def test_when_every_worker_runs_late_new_conversations_are_told_busy(
         assert sync_active_sessions(agent.base_url) == 0
 
 
-def test_workers_do_not_outlive_a_supervisor_that_is_killed(
+def test_no_process_of_the_agent_outlives_a_supervisor_that_is_killed(
     speaches_url: str, ollama_url: str
 ) -> None:
     env = agent_env(speaches_url, ollama_url, WORKERS="2")
     with run_agent(env) as agent:
-        pids = [w["pid"] for w in health(agent)["workers"]]
-        agent.process.kill()  # no goodbye: the workers only see their stdin close
+        workers = [w["pid"] for w in health(agent)["workers"]]
+        # The workers, the fork server they come from, multiprocessing's resource tracker.
+        pids = [stat.pid for stat in process_tree(agent.process.pid)][1:]
+        assert set(workers) < set(pids), (workers, pids)
+        agent.process.kill()  # no goodbye: each worker only sees its pipe to it close
         agent.process.wait()
 
         def gone() -> bool:
             return all(not os.path.exists(f"/proc/{pid}") or _zombie(pid) for pid in pids)
 
-        wait_until(gone, 15, "the workers to stop")
+        wait_until(gone, 15, "every process of the agent to stop")
 
 
 def _zombie(pid: int) -> bool:
@@ -272,14 +272,26 @@ def _zombie(pid: int) -> bool:
         return True
 
 
-def test_the_worker_command_is_only_for_serve() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "agent", "worker"],
-        cwd=REPO_ROOT,
-        env=without_agent_settings(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
-    assert "worker needs --socket" in result.stderr
+def test_workers_share_what_they_loaded_from_one_fork_server(
+    speaches_url: str, ollama_url: str
+) -> None:
+    """Each worker is forked from one process that imported what workers run (Pipecat,
+    aiortc, ONNX Runtime...), so most of a worker's memory is pages it shares, not its own
+    copy: started as processes of their own, each held over 100 MB of its own."""
+    with run_spreading_agent(speaches_url, ollama_url) as agent:
+        wait_for_every_worker(agent)
+        workers = [w["pid"] for w in health(agent)["workers"]]
+        parents = {read_stat(pid).ppid for pid in workers}
+        assert len(parents) == 1 and agent.process.pid not in parents, parents
+        assert read_stat(parents.pop()).ppid == agent.process.pid
+        for pid in workers:
+            memory = memory_kb(pid)
+            own = memory["Private_Clean"] + memory["Private_Dirty"]
+            assert own < memory["Rss"] / 2, memory
+
+
+def memory_kb(pid: int) -> dict[str, int]:
+    """/proc/PID/smaps_rollup's figures, in kB."""
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        lines = rollup.read().splitlines()[1:]  # the first names the address range
+    return {name.rstrip(":"): int(value) for name, value, *_unit in map(str.split, lines)}
