@@ -75,6 +75,18 @@ def test_dockerfile_passes_hadolint_and_installs_only_the_hashed_lock() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_dockerfile_runs_the_locks_python_on_a_root_of_its_own() -> None:
+    """requirements.lock is compiled for one Python version (`make lock`); the Dockerfile
+    builds the environment with Debian's interpreter of that version and unpacks the same
+    into the image's root, which starts from nothing (the stack test looks inside)."""
+    version = re.search(r"--python-version (\d+\.\d+)", (REPO / "Makefile").read_text())
+    assert version
+    text = (REPO / "Dockerfile").read_text()
+    assert f"RUN python{version[1]} -m venv /opt/voice-agent" in text
+    assert f"python{version[1]}-minimal libpython{version[1]}-minimal" in text
+    assert re.findall(r"^FROM (\S+)", text, re.M)[-1] == "scratch"
+
+
 def test_dockerfile_restates_no_agent_default_and_exposes_the_default_port() -> None:
     text = (REPO / "Dockerfile").read_text()
     defaults = {variable.env: variable.default for variable in VARIABLES}

@@ -222,6 +222,19 @@ def test_only_the_page_is_reachable_from_the_lan_and_nothing_runs_privileged(sta
         assert container["HostConfig"]["ReadonlyRootfs"] is True, service
 
 
+def test_the_agent_runs_on_a_root_with_nothing_to_run_but_python(stack: Stack) -> None:
+    """The Dockerfile's image: no shell, no package manager, only Debian's interpreter,
+    looked at through the running agent's own root."""
+    root = Path(f"/proc/{stack.appliance.container('agent')['State']['Pid']}/root")
+    assert (root / "opt/voice-agent/bin/voice-agent").is_file()  # the agent's root indeed
+    assert not (root / "bin/sh").exists() and not (root / "bin/sh").is_symlink()
+    programs = {
+        path.name for folder in ("usr/bin", "usr/sbin") for path in (root / folder).iterdir()
+    }
+    assert programs == {"python3.11"}
+    assert (root / "opt/voice-agent/bin/python3.11").readlink() == Path("/usr/bin/python3.11")
+
+
 SELECTED_PAIR = """async () => {
   const stats = await window.voiceAgent.pc.getStats();
   for (const report of stats.values()) {

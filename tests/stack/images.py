@@ -1,13 +1,14 @@
 """The images the stack test runs, built here: no image registry is needed.
 
-- a Debian bookworm base made by ``debootstrap --variant=minbase`` (with python3 and
-  python3-venv) and ``docker import``;
-- on it a Python base like the official ``python`` image (``python`` on PATH) that trusts
-  this machine's certificate authority for pip (``tests/stack/python.Dockerfile``; a
-  property of the test machine, so it stays out of the shipped Dockerfile);
-- the agent image from the project's own ``Dockerfile`` on that base;
+- a Debian bookworm base made by ``debootstrap --variant=minbase`` and ``docker import``;
+- on it the stand-in for ``debian:bookworm-slim``, the Dockerfile's build base, that trusts
+  this machine's certificate authority for pip and apt (``tests/stack/debian.Dockerfile``;
+  a property of the test machine, so it stays out of the shipped Dockerfile);
+- the agent image from the project's own ``Dockerfile``, built on that base (its final
+  stage starts from ``scratch``: nothing else to stand in for);
 - stand-ins for the Ollama and Speaches images, tagged with the references ``compose.yaml``
-  uses (without their digests, which a local image cannot have).
+  uses (without their digests, which a local image cannot have), on a Python base made
+  from the Debian one (``tests/stack/python.Dockerfile``).
 
 Each image carries the hash of its inputs in a label (the bases in their tags), so a run
 builds only what changed; they live in the data root under ``VOICE_AGENT_STACK_CACHE``
@@ -50,7 +51,6 @@ ARTIFACTS = REPO_ROOT / "test-artifacts"
 
 SUITE = "bookworm"
 APT_SOURCES = (Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*")))
-BASE_PACKAGES = ("python3", "python3-venv")
 # debootstrap leaves the packages it installed, and apt's lists, in the tree: not imported.
 IMPORT_EXCLUDES = ("./var/cache/apt/archives/*.deb", "./var/lib/apt/lists/*")
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -146,6 +146,7 @@ class Plan:
     """Every image's reference and the hash of its inputs."""
 
     bookworm: str
+    debian: str
     python: str
     agent: str
     agent_inputs: str
@@ -155,16 +156,20 @@ class Plan:
 
     @classmethod
     def for_checkout(cls, root: Path = REPO_ROOT) -> Plan:
-        bookworm_key = _hash(SUITE, *BASE_PACKAGES, *IMPORT_EXCLUDES)
-        dockerfile = (HERE / "python.Dockerfile").read_bytes()
-        python_key = _hash(bookworm_key, dockerfile, HOST_CA.read_bytes())
+        bookworm_key = _hash(SUITE, *IMPORT_EXCLUDES)
+        debian_key = _hash(
+            bookworm_key, (HERE / "debian.Dockerfile").read_bytes(), HOST_CA.read_bytes()
+        )
+        debian = f"voice-agent-test/debian:{debian_key}"
+        python_key = _hash(debian, (HERE / "python.Dockerfile").read_bytes())
         python = f"voice-agent-test/python:{python_key}"
         images = compose_images(root)
         return cls(
             bookworm=f"voice-agent-test/bookworm:{bookworm_key}",
+            debian=debian,
             python=python,
             agent=images["agent"],
-            agent_inputs=_hash(python, _files_hash(root, agent_context(root))),
+            agent_inputs=_hash(debian, _files_hash(root, agent_context(root))),
             ollama=without_digest(images["ollama"]),
             speaches=without_digest(images["speaches"]),
             standin_inputs=_hash(python, _files_hash(HERE, [HERE / f for f in STANDIN_FILES])),
@@ -207,7 +212,7 @@ def _build(engine: Engine, *args: str) -> None:
 
 
 def _bookworm(engine: Engine, tag: str) -> None:
-    """debootstrap a minimal bookworm with Python, and import it as an image."""
+    """debootstrap a minimal bookworm, and import it as an image."""
     debs = CACHE / "debs"
     debs.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=CACHE) as scratch:
@@ -216,7 +221,6 @@ def _bookworm(engine: Engine, tag: str) -> None:
             [
                 "debootstrap",
                 "--variant=minbase",
-                f"--include={','.join(BASE_PACKAGES)}",
                 f"--cache-dir={debs}",
                 SUITE,
                 str(root),
@@ -236,18 +240,24 @@ def _bookworm(engine: Engine, tag: str) -> None:
             raise DockerError(f"docker import failed: {imported.stderr.decode()}")
 
 
+def _debian(engine: Engine, plan: Plan) -> None:
+    with tempfile.TemporaryDirectory() as context:
+        shutil.copy(HERE / "debian.Dockerfile", Path(context) / "Dockerfile")
+        shutil.copy(HOST_CA, Path(context) / "host-ca.crt")
+        _build(engine, "--build-arg", f"BOOKWORM_IMAGE={plan.bookworm}", "-t", plan.debian, context)
+
+
 def _python(engine: Engine, plan: Plan) -> None:
     with tempfile.TemporaryDirectory() as context:
         shutil.copy(HERE / "python.Dockerfile", Path(context) / "Dockerfile")
-        shutil.copy(HOST_CA, Path(context) / "host-ca.crt")
-        _build(engine, "--build-arg", f"BOOKWORM_IMAGE={plan.bookworm}", "-t", plan.python, context)
+        _build(engine, "--build-arg", f"DEBIAN_IMAGE={plan.debian}", "-t", plan.python, context)
 
 
 def _agent(engine: Engine, plan: Plan, root: Path) -> None:
     _build(
         engine,
         "--build-arg",
-        f"PYTHON_IMAGE={plan.python}",
+        f"DEBIAN_IMAGE={plan.debian}",
         "--label",
         f"{INPUTS_LABEL}={plan.agent_inputs}",
         "-t",
@@ -281,11 +291,14 @@ def build(engine: Engine, plan: Plan, root: Path = REPO_ROOT) -> dict[str, float
     todo = stale(engine, plan)
     if not todo:
         return timings
-    if not engine.has_image(plan.python):
+    if not engine.has_image(plan.debian):
         if not engine.has_image(plan.bookworm):
             with _timed(timings, "debootstrap + import"):
                 _bookworm(engine, plan.bookworm)
-        with _timed(timings, "python base"):
+        with _timed(timings, "debian base"):
+            _debian(engine, plan)
+    if {plan.ollama, plan.speaches} & set(todo) and not engine.has_image(plan.python):
+        with _timed(timings, "python base (stand-ins)"):
             _python(engine, plan)
     if plan.agent in todo:
         with _timed(timings, "agent image (Dockerfile)"):

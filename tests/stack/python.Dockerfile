@@ -1,14 +1,9 @@
-# Test-only (tests/stack/images.py): a Python base like the official python:3.11 image,
-# made from a debootstrapped bookworm (python3 and python3-venv already in it), because no
-# image registry is reachable from the test machines.
-ARG BOOKWORM_IMAGE
-FROM ${BOOKWORM_IMAGE}
-# `docker import` gives an image no environment at all; the Dockerfile's
-# `ENV PATH=/opt/voice-agent/bin:$PATH` needs a PATH to extend, as python images have.
-ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    LANG=C.UTF-8
-# The test machines reach the package registries through their own certificate authority:
-# pip in the Dockerfile's build must trust it. Users' machines never need this.
-COPY host-ca.crt /usr/local/share/voice-agent-test/host-ca.crt
-ENV PIP_CERT=/usr/local/share/voice-agent-test/host-ca.crt
-RUN ln -s /usr/bin/python3 /usr/local/bin/python
+# Test-only (tests/stack/images.py): the base of the stand-in images (standins.Dockerfile),
+# which run the stand-in servers with the image's own python3: the test's Debian base
+# (debian.Dockerfile) with Debian's Python.
+ARG DEBIAN_IMAGE
+FROM ${DEBIAN_IMAGE}
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 \
+    && rm -rf /var/lib/apt/lists/*
