@@ -72,21 +72,12 @@ COPY requirements.lock /tmp/requirements.lock
 # Every file is checked against its hash in the lock; nothing is resolved.
 RUN /opt/voice-agent/bin/pip install --require-hashes --no-deps -r /tmp/requirements.lock
 # The agent itself (its dependencies are already installed above).
+# Then what the agent never loads leaves the environment (about 80 MB; the script says
+# what; flake.nix's image runs it too).
 COPY . /src
-RUN /opt/voice-agent/bin/pip install --no-deps /src
-# What the agent never loads stays out of the image (about 80 MB): pip and setuptools
-# (nothing is installed at run time), ONNX Runtime's C library for other languages (its
-# Python binding carries its own copy) and its model tools, and the packages' own tests.
-# The stack test (tests/test_stack.py) holds a spoken conversation on this image.
+RUN /opt/voice-agent/bin/pip install --no-deps /src \
+    && /src/scripts/prune-venv.sh /opt/voice-agent
 WORKDIR /opt/voice-agent
-RUN rm -rf bin/pip* lib/python3*/site-packages/pip lib/python3*/site-packages/pip-* \
-       lib/python3*/site-packages/setuptools lib/python3*/site-packages/setuptools-* \
-       lib/python3*/site-packages/_distutils_hack lib/python3*/site-packages/distutils-precedence.pth \
-       lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* \
-       lib/python3*/site-packages/onnxruntime/transformers \
-       lib/python3*/site-packages/onnxruntime/quantization \
-       lib/python3*/site-packages/onnxruntime/tools \
-    && find lib -depth -type d -name tests -path '*/site-packages/*' -exec rm -r {} +
 # Many wheels ship their shared libraries with symbol tables and debug sections: strip
 # those that file(1) reports "not stripped" (46 MB), and only those. --strip-unneeded
 # keeps the dynamic symbols that loading and linking use. Not the libraries auditwheel

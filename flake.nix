@@ -148,6 +148,8 @@
                 --no-build-isolation --no-compile --requirement requirements.lock
               PYTHONPATH=${buildTools} "$out/bin/python" -m pip install \
                 --no-index --no-deps --no-build-isolation --no-compile .
+              # What the agent never loads, as in the Dockerfile's image.
+              bash ${./scripts/prune-venv.sh} "$out"
               # Hash-checked bytecode stays valid with the store's fixed mtimes.
               "$out/bin/python" -m compileall -q --invalidation-mode unchecked-hash "$out/lib"
               runHook postInstall

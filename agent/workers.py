@@ -213,7 +213,9 @@ class WorkerPool:
         while not self._stopping:
             try:
                 await self._run_once(worker)
-            except OSError as error:  # could not even start it (out of memory, say)
+            # Could not even start it: out of memory, say, or the fork server died as it
+            # started (EOFError: it closed the pipe that should have brought the pid).
+            except (OSError, EOFError) as error:
                 log.error("cannot start a worker", worker=worker.index, error=str(error))
             ran_secs = time.monotonic() - worker.started
             failures = 0 if ran_secs >= STABLE_SECS else failures + 1

@@ -37,7 +37,14 @@ pytestmark = pytest.mark.infra
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 DEFAULTS = {variable.env: variable.default for variable in VARIABLES}
 # Every file the flake reads when evaluated (Nix sees only these in the copy).
-FLAKE_FILES = ("flake.nix", "pyproject.toml", "requirements.lock", "README.md", ".env.example")
+FLAKE_FILES = (
+    "flake.nix",
+    "pyproject.toml",
+    "requirements.lock",
+    "README.md",
+    ".env.example",
+    "scripts/prune-venv.sh",
+)
 SYSTEMS = ["x86_64-linux", "aarch64-linux"]
 WHEELS_HASH_SCRIPT = REPO / "scripts" / "wheels-hash.sh"
 SRI_SHA256 = r"sha256-[A-Za-z0-9+/]{43}="
@@ -123,6 +130,7 @@ def copy_flake(root: Path) -> Flake:
     source.mkdir()
     for name in FLAKE_FILES:
         if (REPO / name).exists():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(REPO / name, source / name)
     shutil.copytree(REPO / "agent", source / "agent", ignore=shutil.ignore_patterns("__pycache__"))
     # Files the image must not depend on.
@@ -204,6 +212,7 @@ def test_dependencies_come_from_the_hashed_lock_only(flake: Flake) -> None:
     assert "--no-index --find-links" in install
     assert install.count("--no-deps") == 2
     assert "--require-hashes" in install and "--requirement requirements.lock" in install
+    assert re.search(r"bash /nix/store/[0-9a-z]{32}-prune-venv\.sh \"\$out\"", install)
 
 
 def test_image_source_is_only_what_the_agent_needs(flake: Flake) -> None:

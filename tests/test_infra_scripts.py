@@ -87,6 +87,45 @@ def test_dockerfile_runs_the_locks_python_on_a_root_of_its_own() -> None:
     assert re.findall(r"^FROM (\S+)", text, re.M)[-1] == "scratch"
 
 
+def test_both_images_leave_out_the_same_unused_files(tmp_path: Path) -> None:
+    """scripts/prune-venv.sh, run by the Dockerfile and by flake.nix on their environments,
+    takes out what the agent never loads and nothing it does."""
+    assert "&& /src/scripts/prune-venv.sh /opt/voice-agent\n" in (REPO / "Dockerfile").read_text()
+    assert "!scripts/prune-venv.sh" in (REPO / ".dockerignore").read_text().splitlines()
+    assert 'bash ${./scripts/prune-venv.sh} "$out"' in (REPO / "flake.nix").read_text()
+    site = "lib/python3.11/site-packages"
+    unused = [
+        "bin/pip3",
+        "bin/pip",
+        f"{site}/pip/__init__.py",
+        f"{site}/setuptools/__init__.py",
+        f"{site}/setuptools-80.9.0.dist-info/RECORD",
+        f"{site}/distutils-precedence.pth",
+        f"{site}/onnxruntime/capi/libonnxruntime.so.1.23.2",
+        f"{site}/onnxruntime/transformers/__init__.py",
+        f"{site}/onnxruntime/quantization/__init__.py",
+        f"{site}/onnxruntime/tools/__init__.py",
+        f"{site}/numpy/_core/tests/test_api.py",
+        f"{site}/av/tests/__init__.py",
+    ]
+    used = [
+        "bin/python3.11",
+        "bin/voice-agent",
+        f"{site}/pipecat/__init__.py",
+        f"{site}/onnxruntime/capi/onnxruntime_pybind11_state.so",
+        f"{site}/onnxruntime/capi/libonnxruntime_providers_shared.so",
+        f"{site}/numpy/testing/__init__.py",
+        f"{site}/agent/turns.py",
+    ]
+    for name in unused + used:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+    subprocess.run([REPO / "scripts/prune-venv.sh", tmp_path], check=True)
+    assert [name for name in unused if (tmp_path / name).exists()] == []
+    assert [name for name in used if not (tmp_path / name).exists()] == []
+
+
 def test_dockerfile_restates_no_agent_default_and_exposes_the_default_port() -> None:
     text = (REPO / "Dockerfile").read_text()
     defaults = {variable.env: variable.default for variable in VARIABLES}
